@@ -1,0 +1,55 @@
+# sceneclip — the two commands are `make demo` and `make test`; each sets itself up.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Lambda runs Python 3.12: prefer it for the virtualenv, fall back to python3 (3.11+).
+PYTHON ?= $(shell PYENV_VERSION=3.11.7:3.12.1 python3.12 -c 'import sys; print(sys.executable)' 2>/dev/null || command -v python3)
+VENV ?= .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help venv tools demo test test-py311 bench bench-coldstart layer lint clean
+
+help:  ## list targets
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -r requirements.lock
+	$(VPY) -m pip install -q --no-deps -e .
+	@touch $(STAMP)
+
+venv: $(STAMP)  ## create .venv with the pinned dependencies
+
+demo: $(STAMP)  ## run the main job end to end on the embedded default
+	$(VPY) -m sceneclip.demo
+
+# SAM CLI conflicts with the runtime pins (botocore, pydantic): it gets a virtualenv of its own.
+TOOLS_VENV ?= .venv-tools
+TOOLS_STAMP := $(TOOLS_VENV)/.installed
+$(TOOLS_STAMP): requirements-tools.lock
+	@test -x $(TOOLS_VENV)/bin/python || $(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/python -m pip install -q -r requirements-tools.lock
+	@touch $(TOOLS_STAMP)
+
+tools: $(TOOLS_STAMP)  ## create .venv-tools (aws-sam-cli) used by the template tests
+
+test: $(STAMP) $(TOOLS_STAMP)  ## run the test suite (sets up both virtualenvs first)
+	SCENECLIP_TOOLS_BIN=$(abspath $(TOOLS_VENV))/bin $(VPY) -m pytest $(PYTEST_ARGS)
+
+test-py311:  ## run the test suite under Python 3.11 in .venv311
+	$(MAKE) test VENV=.venv311 PYTHON=$$(command -v python3.11 || command -v python3)
+
+bench: $(STAMP)  ## run the benchmarks (prints figures, asserts nothing on time)
+	$(VPY) benchmarks/bench_clip.py
+
+layer: $(STAMP)  ## build layers/geo for Python 3.12 (x86_64 and arm64) and check the size budget
+	$(VPY) layers/build_layer.py
+
+bench-coldstart: $(STAMP)  ## handler import + init time as a ratio to `import rasterio`
+	$(VPY) benchmarks/bench_coldstart.py
+
+clean:  ## remove virtualenvs and build output
+	rm -rf $(VENV) .venv311 build .pytest_cache
