@@ -72,7 +72,14 @@ class OutputTooLargeError(PermanentError):
 
 
 class VerificationError(PermanentError):
-    """The written output failed a verification check; it is not published."""
+    """The written output failed a verification check; it is not published.
+
+    Carries the failed verification record so the caller can store exactly what was checked.
+    """
+
+    def __init__(self, message: str, record: object | None = None) -> None:
+        super().__init__(message)
+        self.record = record
 
 
 class RecursionRefusedError(PermanentError):
