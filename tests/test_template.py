@@ -1,0 +1,403 @@
+"""template.yaml: the linters pass, and the properties we rely on are really in the template.
+
+The linters run from the tools virtualenv (``SCENECLIP_TOOLS_BIN``, set by ``make test``; else
+``.venv-tools/bin``). The structural checks read the YAML with a small loader that understands CloudFormation
+tags and evaluate ``Ref``/``Fn::If``/``Fn::FindInMap`` for given parameters, so each trigger mode can be
+checked as it would deploy.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE = ROOT / "template.yaml"
+
+
+# --- tools --------------------------------------------------------------------------------------------------
+def _tool(name: str) -> str | None:
+    candidates = []
+    if os.environ.get("SCENECLIP_TOOLS_BIN"):
+        candidates.append(Path(os.environ["SCENECLIP_TOOLS_BIN"]) / name)
+    candidates.append(ROOT / ".venv-tools" / "bin" / name)
+    if name == "cfn-lint":
+        candidates.append(Path(sys.executable).parent / name)  # the main venv has cfn-lint too
+    for path in candidates:
+        if path.is_file() and os.access(path, os.X_OK):
+            return str(path)
+    return shutil.which(name)
+
+
+def _run(argv: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "SAM_CLI_TELEMETRY": "0", **env}
+    return subprocess.run(argv, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=300)
+
+
+def _require(name: str) -> str:
+    path = _tool(name)
+    if path is None:
+        pytest.skip(f"{name} not found (run `make tools`, or set SCENECLIP_TOOLS_BIN)")
+    return path
+
+
+def test_cfn_lint() -> None:
+    result = _run([_require("cfn-lint"), str(TEMPLATE)])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_sam_validate_lint() -> None:
+    result = _run([_require("sam"), "validate", "--lint", "--template-file", str(TEMPLATE)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "valid SAM Template" in result.stdout + result.stderr
+
+
+def test_sam_validate() -> None:
+    """Plain validate runs the SAM translator (needs a region); it is what rejects e.g. foreign S3 buckets."""
+    result = _run([_require("sam"), "validate", "--template-file", str(TEMPLATE)], AWS_DEFAULT_REGION="us-east-1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "valid SAM Template" in result.stdout + result.stderr
+
+
+# --- loading and evaluating ---------------------------------------------------------------------------------
+class _CfnLoader(yaml.SafeLoader):
+    """SafeLoader that turns ``!Ref x`` into ``{"Ref": "x"}`` and ``!Foo y`` into ``{"Fn::Foo": y}``."""
+
+
+def _cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    if suffix == "Ref":
+        return {"Ref": value}
+    if suffix == "Condition":
+        return {"Condition": value}
+    if suffix == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)
+    return {f"Fn::{suffix}": value}
+
+
+_CfnLoader.add_multi_constructor("!", _cfn_tag)
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+
+
+_NO_VALUE = object()
+
+
+class Stack:
+    """The template as it deploys with some parameters: conditions decided, Fn::If and Ref resolved."""
+
+    def __init__(self, template: dict[str, Any], **overrides: Any) -> None:
+        self.template = template
+        self.params = {name: spec.get("Default") for name, spec in template["Parameters"].items()}
+        self.params.update(overrides)
+        self.conditions = {name: self.resolve(expr) for name, expr in template.get("Conditions", {}).items()}
+        self.resources = {
+            name: self.resolve(res)
+            for name, res in template["Resources"].items()
+            if "Condition" not in res or self.conditions[res["Condition"]]
+        }
+
+    def resolve(self, node: Any) -> Any:
+        if isinstance(node, list):
+            items = [self.resolve(item) for item in node]
+            return [item for item in items if item is not _NO_VALUE]
+        if not isinstance(node, dict):
+            return node
+        if len(node) == 1:
+            (fn, arg), = node.items()
+            if fn == "Ref":
+                if arg == "AWS::NoValue":
+                    return _NO_VALUE
+                if arg in self.params:
+                    return self.params[arg]
+                return node  # a resource or pseudo parameter: leave symbolic
+            if fn == "Condition":
+                return self.conditions[arg]
+            if fn == "Fn::Equals":
+                a, b = (self.resolve(x) for x in arg)
+                return str(a) == str(b)
+            if fn == "Fn::Not":
+                return not self.resolve(arg[0])
+            if fn == "Fn::Or":
+                return any(self.resolve(x) for x in arg)
+            if fn == "Fn::And":
+                return all(self.resolve(x) for x in arg)
+            if fn == "Fn::If":
+                name, when_true, when_false = arg
+                return self.resolve(when_true if self.conditions[name] else when_false)
+            if fn == "Fn::FindInMap":
+                mapping, top, second = (self.resolve(x) for x in arg)
+                return self.template["Mappings"][mapping][str(top)][second]
+        out = {key: self.resolve(value) for key, value in node.items()}
+        return {key: value for key, value in out.items() if value is not _NO_VALUE}
+
+    def props(self, name: str) -> dict[str, Any]:
+        return self.resources[name]["Properties"]
+
+
+def _of_type(stack: Stack, type_: str) -> dict[str, dict[str, Any]]:
+    return {name: res for name, res in stack.resources.items() if res["Type"] == type_}
+
+
+# --- queues -------------------------------------------------------------------------------------------------
+def test_visibility_timeout_at_least_six_times_function_timeout_by_default(template: dict[str, Any]) -> None:
+    stack = Stack(template)
+    timeout = int(stack.props("ClipFunction")["Timeout"])
+    visibility = int(stack.props("WorkQueue")["VisibilityTimeout"])
+    assert timeout == 300
+    assert visibility >= 6 * timeout
+
+
+@pytest.mark.parametrize("timeout", [60, 120, 180, 300, 450, 600, 900])
+def test_visibility_timeout_follows_every_allowed_timeout(template: dict[str, Any], timeout: int) -> None:
+    assert template["Parameters"]["Timeout"]["AllowedValues"] == [60, 120, 180, 300, 450, 600, 900]
+    stack = Stack(template, Timeout=timeout)
+    visibility = int(stack.props("WorkQueue")["VisibilityTimeout"])
+    max_window = template["Parameters"]["BatchingWindow"]["MaxValue"]
+    assert visibility >= 6 * timeout + max_window
+    assert visibility <= 43200  # SQS maximum
+
+
+def test_dead_letter_queue_redrive(template: dict[str, Any]) -> None:
+    stack = Stack(template)
+    redrive = stack.props("WorkQueue")["RedrivePolicy"]
+    assert redrive["deadLetterTargetArn"] == {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
+    assert redrive["maxReceiveCount"] == 3
+    assert Stack(template, MaxReceiveCount=7).props("WorkQueue")["RedrivePolicy"]["maxReceiveCount"] == 7
+    # A standard queue keeps the original enqueue time: the DLQ must keep messages longer than the source.
+    assert stack.props("DeadLetterQueue")["MessageRetentionPeriod"] > stack.props("WorkQueue")["MessageRetentionPeriod"]
+
+
+def test_sqs_event_source(template: dict[str, Any]) -> None:
+    events = Stack(template).props("ClipFunction")["Events"]
+    sqs = [e["Properties"] for e in events.values() if e["Type"] == "SQS"]
+    assert len(sqs) == 1
+    (props,) = sqs
+    assert props["Queue"] == {"Fn::GetAtt": ["WorkQueue", "Arn"]}
+    assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert props["BatchSize"] == 1
+    assert props["MaximumBatchingWindowInSeconds"] == 0
+    assert props["ScalingConfig"]["MaximumConcurrency"] == 10
+    assert template["Parameters"]["MaximumConcurrency"]["MinValue"] == 2  # Lambda's minimum
+
+
+# --- trigger modes ------------------------------------------------------------------------------------------
+def _active_paths(stack: Stack) -> set[str]:
+    notification = stack.props("InputBucket")["NotificationConfiguration"]
+    paths = set()
+    if notification.get("LambdaConfigurations"):
+        paths.add("s3")
+    if notification.get("QueueConfigurations"):
+        paths.add("sqs")
+    rules = _of_type(stack, "AWS::Events::Rule")
+    if rules:
+        assert notification.get("EventBridgeConfiguration") == {"EventBridgeEnabled": True}
+        paths.add("eventbridge")
+    return paths
+
+
+@pytest.mark.parametrize("mode", ["s3", "eventbridge", "sqs"])
+def test_exactly_one_upload_path_per_trigger_mode(template: dict[str, Any], mode: str) -> None:
+    stack = Stack(template, TriggerMode=mode)
+    assert _active_paths(stack) == {mode}
+    assert "WorkQueue" in stack.resources  # backfills always have a queue
+
+
+def test_trigger_mode_parameter(template: dict[str, Any]) -> None:
+    assert template["Parameters"]["TriggerMode"]["AllowedValues"] == ["s3", "eventbridge", "sqs"]
+
+
+@pytest.mark.parametrize("mode, key", [("s3", "LambdaConfigurations"), ("sqs", "QueueConfigurations")])
+def test_s3_notifications_filter_tif_and_tiff(template: dict[str, Any], mode: str, key: str) -> None:
+    configs = Stack(template, TriggerMode=mode).props("InputBucket")["NotificationConfiguration"][key]
+    suffixes = sorted(r["Value"] for c in configs for r in c["Filter"]["S3Key"]["Rules"] if r["Name"] == "suffix")
+    assert suffixes == [".tif", ".tiff"]
+    assert all(c["Event"] == "s3:ObjectCreated:*" for c in configs)
+    assert not any(r["Name"] == "prefix" for c in configs for r in c["Filter"]["S3Key"]["Rules"])
+    with_prefix = Stack(template, TriggerMode=mode, InputPrefix="scenes/")
+    configs = with_prefix.props("InputBucket")["NotificationConfiguration"][key]
+    assert all({"Name": "prefix", "Value": "scenes/"} in c["Filter"]["S3Key"]["Rules"] for c in configs)
+
+
+def test_eventbridge_rule_pattern(template: dict[str, Any]) -> None:
+    stack = Stack(template, TriggerMode="eventbridge", InputPrefix="scenes/")
+    (rule,) = _of_type(stack, "AWS::Events::Rule").values()
+    pattern = rule["Properties"]["EventPattern"]
+    assert pattern["source"] == ["aws.s3"] and pattern["detail-type"] == ["Object Created"]
+    assert pattern["detail"]["bucket"]["name"] == [{"Ref": "InputBucket"}]
+    assert pattern["detail"]["object"]["key"] == [
+        {"wildcard": {"Fn::Sub": "${InputPrefix}*.tif"}},
+        {"wildcard": {"Fn::Sub": "${InputPrefix}*.tiff"}},
+    ]
+    (target,) = rule["Properties"]["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["ClipFunction", "Arn"]}
+    assert "EventBridgeInvokePermission" in stack.resources
+
+
+# --- function -----------------------------------------------------------------------------------------------
+ENV_VARS = {
+    "SCENECLIP_OUTPUT_BUCKET", "SCENECLIP_OUTPUT_PREFIX", "SCENECLIP_BOUNDARIES", "SCENECLIP_REGION_PATTERN",
+    "SCENECLIP_RECORDS_TABLE", "SCENECLIP_IDEMPOTENCY_TABLE", "SCENECLIP_ALL_TOUCHED",
+    "POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL",
+}
+
+
+def test_function_environment(template: dict[str, Any]) -> None:
+    env = Stack(template).props("ClipFunction")["Environment"]["Variables"]
+    assert ENV_VARS <= set(env)
+    assert env["POWERTOOLS_SERVICE_NAME"] == "sceneclip"
+    assert env["POWERTOOLS_METRICS_NAMESPACE"] == "sceneclip"
+    assert env["SCENECLIP_OUTPUT_PREFIX"] == "clipped/"
+    assert env["SCENECLIP_OUTPUT_BUCKET"] == {"Ref": "OutputBucket"}
+    assert env["SCENECLIP_RECORDS_TABLE"] == {"Ref": "RecordsTable"}
+    assert env["SCENECLIP_IDEMPOTENCY_TABLE"] == {"Ref": "IdempotencyTable"}
+
+
+def test_function_basics(template: dict[str, Any]) -> None:
+    props = Stack(template).props("ClipFunction")
+    assert props["Handler"] == "sceneclip.handler.lambda_handler"
+    assert props["CodeUri"] == "src/"
+    assert props["Runtime"] == "python3.12"
+    assert props["Tracing"] == "Active"
+    assert props["Architectures"] == ["x86_64"]
+    powertools, geo = props["Layers"]
+    assert "017000801446:layer:AWSLambdaPowertoolsPythonV3-python312-${Architecture}:${PowertoolsLayerVersion}" in (
+        powertools["Fn::Sub"]
+    )
+    assert geo == {"Ref": "GeoLayer"}  # after Powertools: later layers win in /opt
+    layer = Stack(template).props("GeoLayer")
+    assert layer["ContentUri"] == "layers/geo/" and layer["CompatibleRuntimes"] == ["python3.12"]
+    assert Stack(template, Architecture="arm64").props("ClipFunction")["Architectures"] == ["arm64"]
+
+
+@pytest.mark.parametrize("value, expected", [(-1, None), (0, None), (5, 5)])
+def test_reserved_concurrency_unset_for_minus_one_and_zero(template: dict[str, Any], value: int, expected: Any) -> None:
+    props = Stack(template, ReservedConcurrency=value).props("ClipFunction")
+    assert props.get("ReservedConcurrentExecutions") == expected
+
+
+def test_required_parameters(template: dict[str, Any]) -> None:
+    required = {
+        "MemorySize", "Timeout", "EphemeralStorage", "RegionPattern", "BoundaryStore", "AllTouched", "OutputPrefix",
+        "InputPrefix", "Architecture", "PowertoolsLayerVersion", "BatchSize", "BatchingWindow", "MaximumConcurrency",
+        "ReservedConcurrency", "MaxReceiveCount", "LogLevel", "TriggerMode",
+    }
+    assert required <= set(template["Parameters"])
+    assert template["Parameters"]["OutputPrefix"]["Default"] == "clipped/"
+
+
+def test_outputs(template: dict[str, Any]) -> None:
+    assert {
+        "InputBucketName", "OutputBucketName", "WorkQueueUrl", "WorkQueueArn", "DeadLetterQueueUrl",
+        "DeadLetterQueueArn", "RecordsTableName", "IdempotencyTableName",
+    } <= set(template["Outputs"])
+
+
+# --- storage, encryption, access ----------------------------------------------------------------------------
+@pytest.mark.parametrize("bucket", ["InputBucket", "OutputBucket"])
+def test_buckets_block_public_access_and_encrypt(template: dict[str, Any], bucket: str) -> None:
+    props = Stack(template).props(bucket)
+    assert props["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True, "RestrictPublicBuckets": True,
+    }
+    (rule,) = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in {"AES256", "aws:kms"}
+
+
+def test_output_bucket_aborts_incomplete_multipart_uploads(template: dict[str, Any]) -> None:
+    rules = Stack(template).props("OutputBucket")["LifecycleConfiguration"]["Rules"]
+    abort = [r for r in rules if "AbortIncompleteMultipartUpload" in r]
+    assert abort and abort[0]["Status"] == "Enabled"
+    assert abort[0]["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] >= 1
+
+
+def test_input_bucket_is_versioned(template: dict[str, Any]) -> None:
+    assert Stack(template).props("InputBucket")["VersioningConfiguration"] == {"Status": "Enabled"}
+
+
+def test_buckets_are_separate(template: dict[str, Any]) -> None:
+    stack = Stack(template)
+    assert stack.props("InputBucket")["BucketName"] != stack.props("OutputBucket")["BucketName"]
+
+
+def test_tables(template: dict[str, Any]) -> None:
+    stack = Stack(template)
+    records = stack.props("RecordsTable")
+    assert records["BillingMode"] == "PAY_PER_REQUEST"
+    assert records["KeySchema"] == [
+        {"AttributeName": "scene", "KeyType": "HASH"}, {"AttributeName": "region", "KeyType": "RANGE"},
+    ]
+    assert {"AttributeName": "scene", "AttributeType": "S"} in records["AttributeDefinitions"]
+    assert {"AttributeName": "region", "AttributeType": "S"} in records["AttributeDefinitions"]
+    idem = stack.props("IdempotencyTable")
+    assert idem["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
+    assert idem["TimeToLiveSpecification"] == {"AttributeName": "expiration", "Enabled": True}
+    for table in (records, idem):
+        assert table["SSESpecification"]["SSEEnabled"] is True
+
+
+def test_queues_encrypted(template: dict[str, Any]) -> None:
+    for queue in _of_type(Stack(template), "AWS::SQS::Queue").values():
+        assert queue["Properties"]["SqsManagedSseEnabled"] is True
+
+
+def _statements(stack: Stack) -> list[dict[str, Any]]:
+    role = stack.props("ClipFunctionRole")
+    return [s for policy in role["Policies"] for s in policy["PolicyDocument"]["Statement"]]
+
+
+def _actions(statement: dict[str, Any]) -> list[str]:
+    actions = statement["Action"]
+    return [actions] if isinstance(actions, str) else actions
+
+
+def test_least_privilege_role(template: dict[str, Any]) -> None:
+    stack = Stack(template)
+    props = stack.props("ClipFunction")
+    # An explicit role: SAM's generated one would attach AWSLambdaSQSQueueExecutionRole (Resource "*").
+    assert props["Role"] == {"Fn::GetAtt": ["ClipFunctionRole", "Arn"]}
+    assert "Policies" not in props
+    statements = _statements(stack)
+    for s in statements:
+        assert s["Effect"] == "Allow"
+        assert not any(a.endswith(":*") or a == "*" for a in _actions(s)), s
+        if s["Resource"] == "*":
+            assert all(a.startswith("xray:") for a in _actions(s)), s
+    granted = {a for s in statements for a in _actions(s)}
+    assert {"s3:GetObject", "s3:GetObjectVersion", "s3:PutObject", "dynamodb:PutItem", "sqs:ReceiveMessage",
+            "sqs:DeleteMessage"} <= granted
+    assert "s3:DeleteObject" not in granted
+    writes = [s for s in statements if "s3:PutObject" in _actions(s)]
+    assert writes == [s for s in writes if s["Resource"] == {"Fn::Sub": "${OutputBucket.Arn}/${OutputPrefix}*"}]
+    reads = [s for s in statements if "s3:GetObjectVersion" in _actions(s)]
+    assert len(reads) == 1 and "sceneclip-in-" in reads[0]["Resource"]["Fn::Sub"][0]
+
+
+def test_input_bucket_name_matches_the_constructed_arns(template: dict[str, Any]) -> None:
+    """Permissions name the input bucket by a constructed ARN (GetAtt would be a cycle): keep them in step."""
+    stack = Stack(template)
+    name = stack.props("InputBucket")["BucketName"]["Fn::Sub"]
+    assert name[0] == "sceneclip-in-${StackUuid}"
+    source_arn = stack.props("S3InvokePermission")["SourceArn"]["Fn::Sub"]
+    assert source_arn[0].endswith(":s3:::" + name[0]) and source_arn[1] == name[1]
+    (queue_statement,) = [
+        s for s in stack.props("WorkQueuePolicy")["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"
+    ]
+    arn = queue_statement["Condition"]["ArnEquals"]["aws:SourceArn"]["Fn::Sub"]
+    assert arn[0].endswith(":s3:::" + name[0]) and arn[1] == name[1]
+    assert set(template["Resources"]["InputBucket"]["DependsOn"]) == {"S3InvokePermission", "WorkQueuePolicy"}
