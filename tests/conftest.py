@@ -85,3 +85,50 @@ def assert_matches_reference(source, shapes, out_path, *, all_touched=False, inv
 
 def isnan(v) -> bool:
     return isinstance(v, float) and math.isnan(v)
+
+
+# --- moto server (real HTTP on loopback: GDAL's curl cannot be intercepted by mock_aws) -----------------------
+import socket
+import uuid
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    """A ThreadedMotoServer on 127.0.0.1; AWS_ENDPOINT_URL points boto3 (and, via sceneclip.gdalenv, GDAL) at it."""
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    mp = pytest.MonkeyPatch()
+    for k, v in {
+        "AWS_ENDPOINT_URL": url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+    }.items():
+        mp.setenv(k, v)
+    mp.delenv("AWS_PROFILE", raising=False)
+    yield url
+    mp.undo()
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(moto_endpoint):
+    """A fresh bucket (unique name) on the moto server; returns (boto3 client, bucket name)."""
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=name)
+    return client, name

@@ -85,7 +85,7 @@ def test_sqs_batch_of_two_s3_notifications() -> None:
     refs = refs_of(event)
     assert [(r.bucket, r.key, r.origin) for r in refs] == [
         (BUCKET, KEY, "s3"),
-        (BUCKET, "scenes/glac/glac-rgb.tif", "s3"),
+        (BUCKET, "scenes/rmnp/rmnp-dem.tif", "s3"),
     ]
     assert refs[0].version_id == VERSION and refs[1].version_id == "Ej7vYqZ4r6bN.oQ0f2pVw1uPz9kX3sT_"
 

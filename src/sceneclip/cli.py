@@ -112,9 +112,47 @@ def clip(source: str, boundary: str, output: str, layer: str | None, region_fiel
         )
 
 
+@main.command()
+@click.argument("function_id", default="ClipFunction")
+@click.option("-e", "--event", "event_path", required=True, type=click.Path(dir_okay=False, allow_dash=True),
+              help="Event JSON file (e.g. events/s3-put.json), or - for stdin.")
+@click.option("-n", "--env-vars", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="SAM env-vars JSON: {\"ClipFunction\": {\"VAR\": \"value\"}, \"Parameters\": {...}}.")
+@click.option("-t", "--template", "template_path", default="template.yaml", show_default=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--parameter-overrides", multiple=True, metavar="KEY=VALUE", help="Template parameter values.")
+def invoke(function_id: str, event_path: str, env_vars: str | None, template_path: str, parameter_overrides: tuple[str, ...]) -> None:
+    """Run FUNCTION_ID's handler here, the way `sam local invoke` does, without Docker.
+
+    The handler and its environment come from the template (parameter defaults resolved), then the
+    env-vars file on top. AWS_ENDPOINT_URL points boto3 and GDAL at moto, LocalStack or MinIO.
+
+    \b
+    Example:
+      sceneclip invoke ClipFunction -e events/s3-put.json --env-vars env.json
+    """
+    from .local import invoke as local_invoke
+
+    event = json.load(sys.stdin if event_path == "-" else open(event_path))
+    overrides = dict(p.split("=", 1) for p in parameter_overrides)
+    try:
+        response = local_invoke(function_id, event, template_path=template_path, env_vars=env_vars, parameter_overrides=overrides)
+    except SceneclipError as exc:
+        _fail(f"{exc.error_type}: {exc}")
+    _echo_json(response)
+
+
+def _register_subcommands() -> None:
+    """Command groups that live in their own modules (kept out of this file so each stays small)."""
+    from .cli_boundaries import boundaries
+
+    main.add_command(boundaries)
+
+
 def _echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
+
+_register_subcommands()
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -310,12 +310,41 @@ def _copy_metadata(src: Any, dst: Any) -> None:
         dst.write_colormap(1, cmap)
 
 
+def source_invalid(src: Any, data: np.ndarray, window: Window) -> np.ndarray:
+    """Per-band invalid mask with GDAL's semantics, computed from ``data`` already read.
+
+    ``src.read(masked=True)`` asks GDAL for each band's mask separately, and for nodata masks GDAL re-reads
+    the pixels: over /vsis3/ that fetched the same byte ranges once per band plus once for the data (4× for
+    an RGB scene). Nodata and alpha masks are therefore derived here; only a real mask band is read.
+    """
+    invalid = np.zeros(data.shape, dtype=bool)
+    dataset_mask: np.ndarray | None = None
+    alpha = [i for i, ci in enumerate(src.colorinterp) if ci == rasterio.enums.ColorInterp.alpha]
+    for i, flags in enumerate(src.mask_flag_enums):
+        if MaskFlags.all_valid in flags:
+            continue
+        if MaskFlags.nodata in flags:
+            nd = src.nodatavals[i]
+            if isinstance(nd, float) and math.isnan(nd):
+                invalid[i] = np.isnan(data[i])
+            else:
+                invalid[i] = data[i] == np.array(nd).astype(data.dtype)
+        elif MaskFlags.alpha in flags and alpha:
+            invalid[i] = data[alpha[0]] == 0
+        else:
+            if dataset_mask is None:
+                dataset_mask = src.read_masks(i + 1, window=window) == 0
+            invalid[i] = dataset_mask
+    return invalid
+
+
 def iter_chunks(src: Any, plan: ClipPlan) -> Iterator[tuple[Window, np.ma.MaskedArray, np.ndarray]]:
     """Yield (output chunk window, source data masked by the source's own validity, keep mask)."""
     for chunk in plan.chunks:
         swin = plan.source_window(chunk)
         try:
-            data = src.read(window=swin, masked=True)
+            raw = src.read(window=swin)
+            data = np.ma.MaskedArray(raw, mask=source_invalid(src, raw, swin))
         except RasterioError as exc:
             raise _classify_read_error(exc, src.name) from exc
         # Exactly rasterio.mask's rule (geometry_mask with the window's transform), evaluated per chunk.

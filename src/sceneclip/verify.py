@@ -81,7 +81,7 @@ def verify_output(
     started: float,
 ) -> VerificationRecord:
     """Run every check; the record's status is ``ok`` only when all hold."""
-    from rio_cogeo.cogeo import cog_validate
+    from .cogcheck import validate_cog
 
     checks: dict[str, Any] = {}
     failures: list[str] = []
@@ -123,7 +123,7 @@ def verify_output(
         transform = list(ds.transform)[:6]
         bounds = list(ds.bounds)
         nodata = ds.nodata
-    is_cog, errors, warnings = cog_validate(output.name, quiet=True)
+    is_cog, errors, warnings = validate_cog(output.name)
     check("cog_valid", is_cog and not errors, "; ".join(errors) or "not a valid COG")
     if warnings:
         checks["cog_warnings"] = list(warnings)

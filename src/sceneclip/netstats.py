@@ -1,0 +1,87 @@
+"""Bytes and requests GDAL fetched over HTTP, from GDAL's own network statistics.
+
+rasterio has no binding for ``VSINetworkStatsGetAsSerializedJSON``, so it is called through ctypes on the
+libgdal that rasterio already loaded. GDAL reads ``CPL_VSIL_NETWORK_STATS_ENABLED`` once, before the first
+network access, so :func:`enable` must run early (the handler module calls it at import).
+Where the library cannot be found (non-Linux), figures are None rather than guesses.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+_WARM_LIBGDAL_CACHE: dict[str, Any] = {}
+
+
+def enable() -> None:
+    os.environ.setdefault("CPL_VSIL_NETWORK_STATS_ENABLED", "YES")
+
+
+def _libgdal() -> Any | None:
+    if "lib" in _WARM_LIBGDAL_CACHE:
+        return _WARM_LIBGDAL_CACHE["lib"]
+    lib = None
+    try:
+        import rasterio  # loads libgdal
+
+        # pyogrio bundles a second libgdal; the statistics that matter are those of rasterio's copy.
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "libgdal" in line and line.split()[-1].startswith("/")}
+        ours = os.path.dirname(os.path.dirname(rasterio.__file__))
+        preferred = sorted(p for p in paths if p.startswith(os.path.join(ours, "rasterio")))
+        path = (preferred or sorted(paths) or [None])[0]
+        if path:
+            lib = ctypes.CDLL(path)
+            lib.VSINetworkStatsGetAsSerializedJSON.restype = ctypes.c_void_p
+            lib.VSINetworkStatsGetAsSerializedJSON.argtypes = [ctypes.c_void_p]
+            lib.VSIFree.argtypes = [ctypes.c_void_p]
+    except (OSError, AttributeError):
+        lib = None
+    _WARM_LIBGDAL_CACHE["lib"] = lib
+    return lib
+
+
+@dataclass(frozen=True)
+class NetworkStats:
+    bytes_fetched: int | None
+    requests: int | None
+
+
+def reset() -> None:
+    lib = _libgdal()
+    if lib is not None:
+        lib.VSINetworkStatsReset()
+
+
+def clear_curl_cache() -> None:
+    """Forget every /vsicurl/ and /vsis3/ cached byte and file size (``VSICurlClearCache``).
+
+    Called before each clip so that (a) a key overwritten since the last read is never served stale in a
+    warm container, and (b) the bytes counted for a clip are the bytes that clip needs, not what an earlier
+    region happened to leave in the cache.
+    """
+    lib = _libgdal()
+    if lib is not None:
+        lib.VSICurlClearCache()
+
+
+def snapshot() -> NetworkStats:
+    """Totals since the last :func:`reset`, all handlers and methods."""
+    lib = _libgdal()
+    if lib is None or os.environ.get("CPL_VSIL_NETWORK_STATS_ENABLED", "").upper() not in ("YES", "TRUE", "ON", "1"):
+        return NetworkStats(None, None)
+    ptr = lib.VSINetworkStatsGetAsSerializedJSON(None)
+    try:
+        data = json.loads(ctypes.string_at(ptr).decode()) if ptr else {}
+    finally:
+        if ptr:
+            lib.VSIFree(ptr)
+    methods = data.get("methods", {})
+    return NetworkStats(
+        bytes_fetched=sum(int(m.get("downloaded_bytes", 0)) for m in methods.values()),
+        requests=sum(int(m.get("count", 0)) for m in methods.values()),
+    )

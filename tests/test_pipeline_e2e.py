@@ -1,0 +1,357 @@
+"""End to end over moto's S3, SQS and DynamoDB *server*: events → handler → /vsis3/ clip → COG → record.
+
+GDAL really reads over HTTP from the loopback moto server; nothing of ours is mocked. Resources are created
+from template.yaml (key schemas, versioning, redrive) under names unique to each test.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+import rasterio
+
+from sceneclip import handler
+from sceneclip.local import LocalContext, load_template, provision
+
+from .conftest import real
+
+ROOT = Path(__file__).resolve().parents[1]
+EVENTS = ROOT / "events"
+SCENE_KEY = "scenes/rmnp/rmnp-rgb.tif"
+COUNTIES = ["Boulder", "Grand", "Jackson", "Larimer"]
+
+
+@pytest.fixture
+def stack(moto_endpoint, monkeypatch, tmp_path):
+    """Buckets, queues, tables from the template + a compiled boundary store + the function's environment."""
+    from sceneclip.store import build_store
+
+    sfx = uuid.uuid4().hex[:8]
+    names = {
+        "InputBucket": f"in-{sfx}", "OutputBucket": f"out-{sfx}", "DeadLetterQueue": f"dlq-{sfx}",
+        "WorkQueue": f"work-{sfx}", "RecordsTable": f"records-{sfx}", "IdempotencyTable": f"idem-{sfx}",
+    }
+    made = provision(load_template(ROOT / "template.yaml"), names)
+    s3 = boto3.client("s3")
+    store = f"s3://{names['InputBucket']}/boundaries/counties"
+    build_store(real("colorado_counties.geojson"), "name", store, s3_client=s3)
+    env = {
+        "SCENECLIP_OUTPUT_BUCKET": names["OutputBucket"], "SCENECLIP_OUTPUT_PREFIX": "clipped/",
+        "SCENECLIP_BOUNDARIES": store, "SCENECLIP_RECORDS_TABLE": names["RecordsTable"],
+        "SCENECLIP_IDEMPOTENCY_TABLE": names["IdempotencyTable"], "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_METRICS_NAMESPACE": "sceneclip", "POWERTOOLS_SERVICE_NAME": "sceneclip",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("SCENECLIP_REGION_PATTERN", raising=False)
+    handler._WARM_START_CACHE.clear()
+    yield {"names": names, "made": made, "s3": s3, "store": store, "ddb": boto3.resource("dynamodb")}
+    handler._WARM_START_CACHE.clear()
+
+
+def upload_scene(stack, key=SCENE_KEY, path=None):
+    s3 = stack["s3"]
+    s3.upload_file(path or real("landsat_rmnp_rgb_wgs84.tif"), stack["names"]["InputBucket"], key)
+    head = s3.head_object(Bucket=stack["names"]["InputBucket"], Key=key)
+    return head.get("VersionId"), head["ETag"].strip('"')
+
+
+def sample_event(name, stack, key=SCENE_KEY, version=None, etag=None):
+    """A sample from events/ retargeted at this test's bucket (and object version)."""
+    text = (EVENTS / name).read_text().replace("sceneclip-input", stack["names"]["InputBucket"])
+    event = json.loads(text)
+
+    def fix(obj):
+        if isinstance(obj, dict):
+            if "object" in obj and isinstance(obj["object"], dict) and "key" in obj["object"]:
+                o = obj["object"]
+                o["key"] = key.replace(" ", "+") if "s3SchemaVersion" in obj else key
+                if version is not None:
+                    o["version-id" if "version-id" in o else "versionId"] = version
+                if etag is not None:
+                    o["eTag" if "eTag" in o else "etag"] = etag
+                o.pop("size", None)
+            for k, v in list(obj.items()):
+                if k in ("body", "Message") and isinstance(v, str) and v.startswith("{"):
+                    obj[k] = json.dumps(fix(json.loads(v)))
+                else:
+                    fix(v)
+        elif isinstance(obj, list):
+            for v in obj:
+                fix(v)
+        return obj
+
+    return fix(event)
+
+
+def invoke(event):
+    return handler.lambda_handler(event, LocalContext("ClipFunction", 2048, 300))
+
+
+def records(stack):
+    table = stack["ddb"].Table(stack["names"]["RecordsTable"])
+    return table.scan()["Items"]
+
+
+def outputs(stack, suffix=".tif"):
+    resp = stack["s3"].list_object_versions(Bucket=stack["names"]["OutputBucket"])
+    return [v for v in resp.get("Versions", []) if v["Key"].endswith(suffix)]
+
+
+def test_s3_put_spatial_lookup_multi_region(stack):
+    version, etag = upload_scene(stack)
+    resp = invoke(sample_event("s3-put.json", stack, version=version, etag=etag))
+    assert resp["statusCode"] == 200
+    got = sorted(r["region"] for r in resp["results"])
+    assert got == COUNTIES and all(r["status"] == "ok" for r in resp["results"])
+    keys = sorted(o["Key"] for o in outputs(stack))
+    assert keys == [f"clipped/{c}/scenes/rmnp/rmnp-rgb.tif" for c in COUNTIES]
+    s3 = stack["s3"]
+    head = s3.head_object(Bucket=stack["names"]["OutputBucket"], Key="clipped/Larimer/scenes/rmnp/rmnp-rgb.tif")
+    assert head["ContentType"] == "image/tiff; application=geotiff; profile=cloud-optimized"
+    meta = head["Metadata"]
+    assert meta["source-bucket"] == stack["names"]["InputBucket"] and meta["source-key"] == SCENE_KEY
+    assert meta["source-version"] == version and meta["source-etag"] == etag and meta["sceneclip-version"]
+    assert meta["boundary-version"]
+    recs = {r["region"]: r for r in records(stack)}
+    assert set(recs) == set(COUNTIES)
+    larimer = recs["Larimer"]
+    assert larimer["status"] == "ok" and larimer["scene"] == f"s3://{stack['names']['InputBucket']}/{SCENE_KEY}"
+    assert larimer["source_etag"] == etag and larimer["source_version"] == version
+    assert larimer["output_uri"].endswith("clipped/Larimer/scenes/rmnp/rmnp-rgb.tif") and larimer["output_etag"]
+    assert 0 < larimer["bytes_fetched"] and larimer["requests"] > 0 and larimer["peak_memory_mb"] > 0
+    assert larimer["output_size"] == head["ContentLength"]
+    # The COG in the bucket is the verified one: same sha256, and GDAL reads it back over /vsis3/.
+    import hashlib
+
+    body = s3.get_object(Bucket=stack["names"]["OutputBucket"], Key="clipped/Larimer/scenes/rmnp/rmnp-rgb.tif")["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == larimer["sha256"]
+    # STAC Item next to the COG.
+    item = json.loads(s3.get_object(Bucket=stack["names"]["OutputBucket"], Key="clipped/Larimer/scenes/rmnp/rmnp-rgb.stac.json")["Body"].read())
+    assert item["type"] == "Feature" and item["assets"]
+
+
+@pytest.mark.parametrize("name", ["s3-put.json", "eventbridge-object-created.json", "direct.json"])
+def test_every_direct_event_shape(stack, name):
+    version, etag = upload_scene(stack)
+    resp = invoke(sample_event(name, stack, version=version, etag=etag))
+    assert sorted(r["region"] for r in resp["results"]) == COUNTIES
+    assert all(r["status"] == "ok" for r in resp["results"])
+
+
+@pytest.mark.parametrize("name", ["sqs-s3.json", "sqs-sns-s3.json", "sqs-backfill.json"])
+def test_every_sqs_event_shape(stack, name):
+    version, etag = upload_scene(stack)
+    event = sample_event(name, stack, version=version, etag=etag)
+    if name == "sqs-backfill.json":
+        body = json.loads(event["Records"][0]["body"])
+        body["region"] = "Grand"
+        body.pop("version_id", None), body.pop("etag", None)
+        event["Records"][0]["body"] = json.dumps(body)
+    resp = invoke(event)
+    assert resp == {"batchItemFailures": []}
+    regions = sorted({r["region"] for r in records(stack)})
+    assert regions == (["Grand"] if name == "sqs-backfill.json" else COUNTIES)
+    assert all(r["status"] == "ok" for r in records(stack))
+
+
+def test_encoded_key_is_decoded(stack):
+    key = "scenes/rmnp/LC08 rmnp+rgb(1).tif"
+    version, etag = upload_scene(stack, key=key)
+    event = json.loads((EVENTS / "s3-put-encoded-key.json").read_text().replace("sceneclip-input", stack["names"]["InputBucket"]))
+    event["Records"][0]["s3"]["object"]["versionId"] = version
+    resp = invoke(event)
+    assert all(r["status"] == "ok" for r in resp["results"]), resp
+    assert any(o["Key"] == "clipped/Larimer/scenes/rmnp/LC08 rmnp+rgb(1).tif" for o in outputs(stack))
+
+
+def test_test_event_is_acknowledged(stack):
+    resp = invoke(sample_event("s3-test-event.json", stack))
+    assert resp["statusCode"] == 200 and resp["results"] == []
+    assert records(stack) == [] and outputs(stack) == []
+
+
+def test_key_pattern_lookup_and_unknown_region(stack, monkeypatch):
+    monkeypatch.setenv("SCENECLIP_REGION_PATTERN", r"^scenes/(?P<region>[^/]+)/")
+    handler._WARM_START_CACHE.clear()
+    upload_scene(stack, key="scenes/Boulder/a.tif")
+    upload_scene(stack, key="scenes/Atlantis/a.tif")
+    ok = invoke({"bucket": stack["names"]["InputBucket"], "key": "scenes/Boulder/a.tif"})
+    assert [r["region"] for r in ok["results"]] == ["Boulder"] and ok["results"][0]["status"] == "ok"
+    bad = invoke({"bucket": stack["names"]["InputBucket"], "key": "scenes/Atlantis/a.tif"})
+    assert bad["results"][0]["status"] == "failed" and bad["results"][0]["error_type"] == "UnknownRegionError"
+    assert "Atlantis" in bad["results"][0]["error"]
+    assert [o["Key"] for o in outputs(stack)] == ["clipped/Boulder/scenes/Boulder/a.tif"]
+
+
+def test_duplicate_delivery_produces_output_once(stack):
+    version, etag = upload_scene(stack)
+    event = sample_event("s3-put.json", stack, version=version, etag=etag)
+    invoke(event)
+    first = {o["Key"]: o["VersionId"] for o in outputs(stack)}
+    handler._WARM_START_CACHE.clear()  # a different (cold) container gets the duplicate
+    again = invoke(copy.deepcopy(event))
+    assert all(r["status"] == "ok" for r in again["results"])
+    assert len(outputs(stack)) == len(first) == 4  # no second version of any output object
+
+
+def test_reupload_same_key_is_processed_again_in_warm_container(stack, tmp_path):
+    version1, etag1 = upload_scene(stack)
+    invoke(sample_event("s3-put.json", stack, version=version1, etag=etag1))
+    # New content under the same key: the same scene, brightened (different bytes, same grid).
+    with rasterio.open(real("landsat_rmnp_rgb_wgs84.tif")) as src:
+        profile, data = src.profile, src.read()
+    changed = tmp_path / "changed.tif"
+    with rasterio.open(changed, "w", **profile) as dst:
+        dst.write((data // 2).astype(data.dtype))
+    version2, etag2 = upload_scene(stack, path=str(changed))
+    assert etag2 != etag1
+    resp = invoke(sample_event("s3-put.json", stack, version=version2, etag=etag2))  # same warm container
+    assert all(r["status"] == "ok" for r in resp["results"])
+    rec = stack["ddb"].Table(stack["names"]["RecordsTable"]).get_item(
+        Key={"scene": f"s3://{stack['names']['InputBucket']}/{SCENE_KEY}", "region": "Larimer"})["Item"]
+    assert rec["source_etag"] == etag2
+    body = stack["s3"].get_object(Bucket=stack["names"]["OutputBucket"], Key="clipped/Larimer/scenes/rmnp/rmnp-rgb.tif")["Body"].read()
+    out = tmp_path / "out.tif"
+    out.write_bytes(body)
+    with rasterio.open(out) as o, rasterio.open(changed) as c:
+        win = rasterio.windows.from_bounds(*o.bounds, transform=c.transform).round_offsets().round_lengths()
+        expect = c.read(window=win, masked=True)
+        got = o.read(masked=True)
+        valid = ~got.mask
+        assert (got.data[valid] == expect.data[valid]).all()  # new bytes, not the stale first upload
+
+
+def test_reupload_without_version_id_reads_fresh_bytes(stack, tmp_path):
+    """Unversioned path (/vsis3/): GDAL's per-path cache must not serve the old bytes in a warm container."""
+    s3, bucket = stack["s3"], stack["names"]["InputBucket"]
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Suspended"})
+    upload_scene(stack)
+    invoke({"bucket": bucket, "key": SCENE_KEY, "region": "Boulder"})
+    with rasterio.open(real("landsat_rmnp_rgb_wgs84.tif")) as src:
+        profile, data = src.profile, src.read()
+    changed = tmp_path / "changed.tif"
+    with rasterio.open(changed, "w", **profile) as dst:
+        dst.write((255 - data).astype(data.dtype))
+    upload_scene(stack, path=str(changed))
+    invoke({"bucket": bucket, "key": SCENE_KEY, "region": "Boulder", "force": True})
+    body = s3.get_object(Bucket=stack["names"]["OutputBucket"], Key="clipped/Boulder/scenes/rmnp/rmnp-rgb.tif")["Body"].read()
+    out = tmp_path / "o.tif"
+    out.write_bytes(body)
+    with rasterio.open(out) as o, rasterio.open(changed) as c:
+        win = rasterio.windows.from_bounds(*o.bounds, transform=c.transform).round_offsets().round_lengths()
+        expect, got = c.read(window=win), o.read(masked=True)
+        assert (got.data[~got.mask] == expect[~got.mask]).all()
+
+
+def test_event_under_output_location_is_refused(stack, monkeypatch):
+    # Same bucket for input and output: the output prefix must still never be clipped.
+    monkeypatch.setenv("SCENECLIP_OUTPUT_BUCKET", stack["names"]["InputBucket"])
+    handler._WARM_START_CACHE.clear()
+    upload_scene(stack, key="clipped/Larimer/scenes/rmnp/rmnp-rgb.tif")
+    resp = invoke({"bucket": stack["names"]["InputBucket"], "key": "clipped/Larimer/scenes/rmnp/rmnp-rgb.tif"})
+    assert resp["results"][0]["status"] == "failed"
+    assert resp["results"][0]["error_type"] == "RecursionRefusedError"
+    objs = stack["s3"].list_objects_v2(Bucket=stack["names"]["InputBucket"], Prefix="clipped/")["Contents"]
+    assert len(objs) == 1  # nothing new written under the output prefix
+
+
+def test_bad_raster_failed_record_no_output(stack):
+    bucket = stack["names"]["InputBucket"]
+    stack["s3"].put_object(Bucket=bucket, Key="scenes/broken.tif", Body=b"not a tiff at all" * 100)
+    resp = invoke({"bucket": bucket, "key": "scenes/broken.tif"})
+    res = resp["results"][0]
+    assert res["status"] == "failed" and res["error_type"] == "RasterReadError"
+    rec = records(stack)[0]
+    assert rec["status"] == "failed" and rec["error"] and rec["scene"] == f"s3://{bucket}/scenes/broken.tif"
+    assert outputs(stack) == []
+
+
+def test_no_intersecting_region_and_missing_object(stack):
+    bucket = stack["names"]["InputBucket"]
+    upload_scene(stack, key="scenes/libya.tif", path=real("sentinel2_libya_b09_utm34n.tif"))
+    res = invoke({"bucket": bucket, "key": "scenes/libya.tif"})["results"][0]
+    assert res["status"] == "failed" and res["error_type"] == "NoOverlapError" and "no region" in res["error"]
+    gone = invoke({"bucket": bucket, "key": "scenes/never-uploaded.tif"})["results"][0]
+    assert gone["status"] == "failed" and "not found" in gone["error"]
+    assert outputs(stack) == []
+
+
+def _inject_throttling(s3_client, key_fragment):
+    """S3 answers SlowDown for one key (a transient fault), through botocore's own event hooks."""
+    from botocore.exceptions import ClientError
+
+    def hook(params, **_):
+        if key_fragment in params.get("Key", ""):
+            raise ClientError({"Error": {"Code": "SlowDown", "Message": "Please reduce your request rate."},
+                               "ResponseMetadata": {"HTTPStatusCode": 503}}, "HeadObject")
+
+    s3_client.meta.events.register("provide-client-params.s3.HeadObject", hook)
+
+
+def test_sqs_batch_one_bad_record_never_fails_the_others(stack):
+    bucket = stack["names"]["InputBucket"]
+    version, etag = upload_scene(stack)
+    stack["s3"].put_object(Bucket=bucket, Key="scenes/broken.tif", Body=b"garbage")
+    upload_scene(stack, key="scenes/flaky.tif")
+    app = handler.get_app()
+    _inject_throttling(app.s3, "flaky.tif")  # a throttled/5xx read: transient
+
+    def msg(mid, body):
+        return {"messageId": mid, "receiptHandle": mid, "body": json.dumps(body), "attributes": {},
+                "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:q", "awsRegion": "us-east-1"}
+
+    event = {"Records": [
+        msg("good", {"bucket": bucket, "key": SCENE_KEY, "region": "Grand"}),
+        msg("bad", {"bucket": bucket, "key": "scenes/broken.tif"}),
+        msg("flaky", {"bucket": bucket, "key": "scenes/flaky.tif"}),
+        msg("garbage", {"hello": "world"}),
+    ]}
+    resp = invoke(event)
+    # Only the transient one is reported failed (SQS retries it); permanent ones are recorded, not looped.
+    assert resp == {"batchItemFailures": [{"itemIdentifier": "flaky"}]}
+    recs = {(r["scene"].rsplit("/", 1)[-1], r["status"], r.get("error_type")) for r in records(stack)}
+    assert ("rmnp-rgb.tif", "ok", None) in recs
+    assert ("broken.tif", "failed", "RasterReadError") in recs
+    assert ("flaky.tif", "failed", "SourceUnavailableError") in recs
+
+
+def test_missing_configuration_fails_naming_the_variable(stack, monkeypatch):
+    monkeypatch.delenv("SCENECLIP_OUTPUT_BUCKET")
+    handler._WARM_START_CACHE.clear()
+    from sceneclip.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="SCENECLIP_OUTPUT_BUCKET"):
+        invoke({"bucket": "x", "key": "y.tif"})
+    monkeypatch.setenv("SCENECLIP_OUTPUT_BUCKET", "b")
+    monkeypatch.setenv("SCENECLIP_REGION_PATTERN", "scenes/(.*)/")
+    with pytest.raises(ConfigError, match="SCENECLIP_REGION_PATTERN"):
+        invoke({"bucket": "x", "key": "y.tif"})
+
+
+def test_only_the_window_is_fetched(stack, tmp_path):
+    """A tiled source: bytes fetched are the header and the tiles under the boundary, not the file."""
+    bucket = stack["names"]["InputBucket"]
+    big = tmp_path / "big.tif"
+    with rasterio.open(real("landsat_rmnp_rgb_wgs84.tif")) as src:
+        profile, data = src.profile, src.read()
+    import numpy as np
+
+    profile.update(tiled=True, blockxsize=256, blockysize=256, compress="deflate", width=data.shape[2] * 4, height=data.shape[1] * 4,
+                   transform=src.transform)
+    tiled = np.tile(data, (1, 4, 4))
+    with rasterio.open(big, "w", **profile) as dst:
+        dst.write(tiled)
+    upload_scene(stack, key="scenes/big.tif", path=str(big))
+    res = invoke({"bucket": bucket, "key": "scenes/big.tif", "region": "Boulder"})["results"][0]
+    assert res["status"] == "ok", res
+    rec = stack["ddb"].Table(stack["names"]["RecordsTable"]).get_item(
+        Key={"scene": f"s3://{bucket}/scenes/big.tif", "region": "Boulder"})["Item"]
+    size = big.stat().st_size
+    assert 0 < int(rec["bytes_fetched"]) < 0.5 * size, (rec["bytes_fetched"], size)
