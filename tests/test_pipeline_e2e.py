@@ -355,3 +355,27 @@ def test_only_the_window_is_fetched(stack, tmp_path):
         Key={"scene": f"s3://{bucket}/scenes/big.tif", "region": "Boulder"})["Item"]
     size = big.stat().st_size
     assert 0 < int(rec["bytes_fetched"]) < 0.5 * size, (rec["bytes_fetched"], size)
+
+
+def test_emf_metrics_and_json_logs(stack, capsys):
+    import io
+
+    bucket = stack["names"]["InputBucket"]
+    upload_scene(stack)
+    stack["s3"].put_object(Bucket=bucket, Key="scenes/broken.tif", Body=b"garbage")
+    log_stream = io.StringIO()
+    previous = handler.logger.registered_handler.setStream(log_stream)  # Powertools' JSON handler
+    try:
+        invoke({"bucket": bucket, "key": SCENE_KEY, "region": "Grand"})
+        invoke({"bucket": bucket, "key": "scenes/broken.tif"})
+    finally:
+        handler.logger.registered_handler.setStream(previous)
+    text = capsys.readouterr().out + "\n" + log_stream.getvalue()
+    lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    emf = [line for line in lines if "_aws" in line]
+    names = {m["Name"] for blob in emf for d in blob["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]}
+    assert {"ScenesClipped", "BytesFetched", "OutputBytes", "ClipDuration", "ClipFailures", "ClipFailuresByType"} <= names
+    by_type = [b for b in emf if "ClipFailuresByType" in b]
+    assert by_type and by_type[0]["ErrorType"] == "RasterReadError"
+    logs = [line for line in lines if "_aws" not in line and "level" in line]
+    assert logs and all(line.get("correlation_id") for line in logs)

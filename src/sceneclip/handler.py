@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics, Tracer, single_metric
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -99,9 +99,16 @@ def _emit_metrics(records: list[Any]) -> None:
                 metrics.add_metric(name="OutputBytes", unit=MetricUnit.Bytes, value=rec.output_size)
         else:
             metrics.add_metric(name="ClipFailures", unit=MetricUnit.Count, value=1)
-            metrics.add_metric(name=f"ClipFailures.{rec.error_type}", unit=MetricUnit.Count, value=1)
+            _failure_by_type(rec.error_type or "Unknown")
         if rec.duration_ms is not None:
             metrics.add_metric(name="ClipDuration", unit=MetricUnit.Milliseconds, value=rec.duration_ms)
+
+
+def _failure_by_type(error_type: str) -> None:
+    """Failures with an ErrorType dimension (a separate EMF blob: dimensions are per metric set)."""
+    with single_metric(name="ClipFailuresByType", unit=MetricUnit.Count, value=1,
+                       namespace=metrics.namespace) as metric:
+        metric.add_dimension(name="ErrorType", value=error_type)
 
 
 @tracer.capture_method
@@ -121,7 +128,8 @@ def record_handler(record: SQSRecord) -> list[dict[str, Any]]:
     except InvalidEventError as exc:
         # A malformed message can never succeed: log it and let it go (it does not loop).
         logger.error("unparseable SQS message dropped", extra={"message_id": record.message_id, "error": str(exc)})
-        metrics.add_metric(name="ClipFailures.InvalidEventError", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name="ClipFailures", unit=MetricUnit.Count, value=1)
+        _failure_by_type("InvalidEventError")
         return []
     out: list[dict[str, Any]] = []
     for ref in refs:

@@ -61,6 +61,15 @@ def output_key(settings: Settings, region: str, source_key: str) -> str:
     return f"{settings.output_prefix}{safe_region}/{stem}.tif"
 
 
+def _overlaps(boundary: Any, ds: Any) -> bool:
+    from .geometry import overlap_with_raster, to_raster_crs
+
+    try:
+        return not overlap_with_raster(to_raster_crs(boundary, ds.crs, tuple(ds.bounds)), tuple(ds.bounds)).is_empty
+    except SceneclipError:
+        return False
+
+
 class UnexpectedError(SceneclipError):
     """A bug or an unforeseen fault: recorded, then retried (bounded by the queue's redrive count)."""
 
@@ -163,7 +172,12 @@ class ScenePipeline:
 
                     raise MissingCRSError(f"{obj.uri} has no CRS; cannot find its region spatially")
                 footprints = raster_footprint(tuple(ds.bounds), ds.crs, store.crs)
-        regions = store.intersecting(footprints)
+                if footprints:
+                    regions = store.intersecting(footprints)
+                else:
+                    # The scene's footprint does not fit the store's CRS (e.g. a polar scene against a UTM
+                    # store): test each region in the raster's CRS instead — slower, but never a false "none".
+                    regions = [r for r in store.regions() if _overlaps(store.boundary(r), ds)]
         if not regions:
             raise NoOverlapError(f"no region of the boundary store {store.uri} intersects {obj.uri}")
         return regions
