@@ -72,3 +72,15 @@ def test_failed_json_record_has_type_and_reason(tmp_path):
     assert res.exit_code == 1
     rec = json.loads(res.stdout)
     assert rec["status"] == "failed" and rec["error_type"] == "NoOverlapError" and "Chile" in rec["error"]
+
+
+def test_clip_s3_source_through_aws_endpoint_url(s3_bucket, tmp_path):
+    """`sceneclip clip s3://...` reads over HTTP from the endpoint AWS_ENDPOINT_URL names (moto here)."""
+    client, bucket = s3_bucket
+    client.upload_file(real("sentinel2_libya_b09_utm34n.tif"), bucket, "scenes/libya.tif")
+    out = tmp_path / "libya.tif"
+    res = CliRunner().invoke(main, ["clip", f"s3://{bucket}/scenes/libya.tif", real("naturalearth_lowres.shp"), str(out),
+                                    "--region-field", "name", "--region", "Libya", "--json"])
+    assert res.exit_code == 0, res.stderr
+    rec = json.loads(res.stdout)
+    assert rec["status"] == "ok" and rec["source"] == f"s3://{bucket}/scenes/libya.tif" and out.exists()

@@ -10,9 +10,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import logging
 import os
+import sys
 import time
 import uuid
 from collections.abc import Mapping
@@ -91,7 +94,9 @@ class Resolver:
             return pseudo[name]
         if name in self.parameters:
             return self.parameters[name]
-        return self.physical.get(name, name)
+        # A resource with no local physical name stays unresolved: the variable is then left unset, so the
+        # handler fails naming it instead of using a made-up bucket name.
+        return self.physical.get(name, f"<{name}>")
 
     def sub(self, arg: Any) -> str:
         import re
@@ -203,7 +208,25 @@ def invoke(
     module_name, func_name = spec.handler.rsplit(".", 1)
     module = importlib.import_module(module_name)
     context = LocalContext(function_name=logical_id, memory_limit_in_mb=spec.memory_mb, timeout_s=spec.timeout_s)
-    return getattr(module, func_name)(event, context)
+    # As with `sam local invoke`: the function's logs and EMF metrics go to stderr, the response to stdout.
+    with _stdout_to_stderr():
+        return getattr(module, func_name)(event, context)
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Any:
+    moved = []
+    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        for h in getattr(logger, "handlers", []):
+            if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) is sys.stdout:
+                h.setStream(sys.stderr)
+                moved.append(h)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        for h in moved:
+            h.setStream(sys.stdout)
 
 
 # --- provisioning on a local endpoint -----------------------------------------------------------------------
