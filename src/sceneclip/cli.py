@@ -10,16 +10,8 @@ from typing import Any
 import click
 
 from . import __version__
-from .cog import COG_PROFILES, RESAMPLING_CHOICES
+from .cli_options import fail, build_options, clip_options
 from .errors import SceneclipError
-
-EXIT_FAILED = 1  # verification or input failure: a failed record was produced
-EXIT_USAGE = 2  # click's own code for bad options
-
-
-def _fail(message: str, code: int = EXIT_FAILED) -> None:
-    click.echo(f"sceneclip: error: {' '.join(message.split())}", err=True)
-    sys.exit(code)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -29,34 +21,6 @@ def main() -> None:
 
     The same core runs here, in the AWS Lambda function and in the batch/backfill tools.
     """
-
-
-def clip_options(f: Any) -> Any:
-    """Options shared by every command that clips (clip, batch)."""
-    decorators = [
-        click.option("--all-touched", is_flag=True, help="Keep every pixel the boundary touches, not only those whose centre is inside."),
-        click.option("--invert", is_flag=True, help="Keep the outside, blank the inside (exclusion zones). Output extent is the raster's."),
-        click.option("--crop/--no-crop", default=True, show_default=True, help="--no-crop keeps the full raster extent and only masks."),
-        click.option("--pad", is_flag=True, help="Widen the crop window by half a pixel (rasterio's pad), for thin or tiny polygons."),
-        click.option("--nodata", type=float, default=None, help="Output nodata. Default: the source's; NaN for floats; an internal mask for integers."),
-        click.option("--profile", "cog_profile", type=click.Choice(sorted(COG_PROFILES)), default="deflate", show_default=True, help="COG compression."),
-        click.option("--resampling", type=click.Choice(RESAMPLING_CHOICES), default=None, help="Overview resampling. Default: average, or nearest for paletted (categorical) data."),
-        click.option("--tmpdir", type=click.Path(file_okay=False), default=None, envvar="SCENECLIP_TMPDIR", help="Where large clips spill instead of RAM. [env SCENECLIP_TMPDIR]"),
-        click.option("--memory-limit", type=click.IntRange(min=1), default=512, show_default=True, envvar="SCENECLIP_MEMORY_LIMIT_MB", help="MB of uncompressed window kept in memory; larger clips spill to --tmpdir."),
-    ]
-    for d in reversed(decorators):
-        f = d(f)
-    return f
-
-
-def build_options(all_touched: bool, invert: bool, crop: bool, pad: bool, nodata: float | None, cog_profile: str,
-                  resampling: str | None, tmpdir: str | None, memory_limit: int) -> Any:
-    from .clip import MIB, ClipOptions
-
-    return ClipOptions(
-        all_touched=all_touched, invert=invert, crop=crop and not invert, pad=pad, nodata=nodata,
-        profile=cog_profile, resampling=resampling, tmpdir=tmpdir, memory_limit=memory_limit * MIB,
-    )
 
 
 @main.command()
@@ -90,19 +54,19 @@ def clip(source: str, boundary: str, output: str, layer: str | None, region_fiel
     from .gdalenv import gdal_s3_options
 
     if os.path.exists(output) and not overwrite:
-        _fail(f"{output} exists (use --overwrite)")
+        fail(f"{output} exists (use --overwrite)")
     try:
         options = build_options(**opts)
         bnd = load_boundary(boundary, layer=layer, region_field=region_field, region=region)
     except SceneclipError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     env = gdal_s3_options() if source.startswith(("s3://", "/vsis3/")) else {}
     with rasterio.Env(**env):
         result = run_clip(source, bnd, options, output=output)
     if as_json:
         click.echo(result.record.to_json(indent=2))
     if not result.record.ok:
-        _fail(result.record.error or "clip failed")
+        fail(result.record.error or "clip failed")
     if not as_json:
         rec = result.record
         click.echo(
@@ -137,7 +101,7 @@ def invoke(function_id: str, event_path: str, env_vars: str | None, template_pat
     try:
         response = local_invoke(function_id, event, template_path=template_path, env_vars=env_vars, parameter_overrides=overrides)
     except SceneclipError as exc:
-        _fail(f"{exc.error_type}: {exc}")
+        fail(f"{exc.error_type}: {exc}")
     _echo_json(response)
 
 
@@ -146,6 +110,9 @@ def _register_subcommands() -> None:
     from .cli_boundaries import boundaries
 
     main.add_command(boundaries)
+    from .batch import batch
+
+    main.add_command(batch)
 
 
 def _echo_json(data: Any) -> None:

@@ -8,14 +8,8 @@ from typing import Any
 
 import click
 
+from .cli_options import fail as _fail
 from .errors import SceneclipError
-
-EXIT_FAILED = 1
-
-
-def _fail(message: str, code: int = EXIT_FAILED) -> None:
-    click.echo(f"sceneclip: error: {' '.join(message.split())}", err=True)
-    sys.exit(code)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

@@ -158,6 +158,7 @@ class ClipPlan:
     use_mask: bool
     resampling: str
     chunks: tuple[Window, ...]
+    pad: bool = False  # the window was widened by half a pixel (rasterio's pad)
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
@@ -258,6 +259,7 @@ def plan_clip(info: RasterInfo, shapes: list[BaseGeometry], options: ClipOptions
         use_mask=use_mask,
         resampling=resampling,
         chunks=chunk_grid(int(window.width), int(window.height), options.chunk_size),
+        pad=options.pad and options.crop,
     )
 
 

@@ -55,9 +55,10 @@ class StacError(ValueError):
 
 
 def item_path_for(cog_path: str) -> str:
-    """Where the Item of a COG is written: beside it, same stem, ``.json`` (``a/b.tif`` → ``a/b.json``)."""
+    """Where the Item of a COG is written: beside it, same stem, ``.stac.json`` (``a/b.tif`` → ``a/b.stac.json``),
+    the name the Lambda pipeline uses too."""
     root, _ = os.path.splitext(cog_path)
-    return root + ".json"
+    return root + ".stac.json"
 
 
 def make_item(

@@ -103,10 +103,12 @@ def verify_output(
         )
         px = max(abs(info.transform.a), abs(info.transform.e))
         if plan.crop:
+            # Snapping moves an edge outward by less than a pixel; pad adds half a pixel more.
+            slack = 1.5 if plan.pad else 1.0
             check(
                 "extent_within_boundary",
-                bounds_close(ds.bounds, plan.overlap_bounds, px * (1.0 + 1e-9)),
-                f"output bounds {tuple(ds.bounds)} exceed the boundary's bbox {plan.overlap_bounds} by more than a pixel",
+                bounds_close(ds.bounds, plan.overlap_bounds, px * (slack + 1e-9)),
+                f"output bounds {tuple(ds.bounds)} exceed the boundary's bbox {plan.overlap_bounds} by more than {slack:g} pixel",
             )
         else:  # crop=False / invert: the extent is the raster's by definition
             check("extent_within_boundary", bounds_close(ds.bounds, info.bounds, px * 1e-6), "output extends past the raster")
