@@ -233,7 +233,7 @@ def test_large_window_spills_to_tmpdir_and_chunks(make_raster, tmp_path):
         res.output.save(out)
     finally:
         res.output.close()
-    assert os.listdir(spill) == [] or all(not os.listdir(spill / d) for d in os.listdir(spill))
+    assert os.listdir(spill) == []  # the spill directory made for the clip is gone too
     assert_matches_reference(src, [poly], out)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import tempfile
 import time
 import uuid
@@ -408,7 +409,7 @@ def _take_samples(
     if len(kept_r):
         idx = rng.choice(len(kept_r), size=min(n // 2, len(kept_r)), replace=False)
         picks += [(int(kept_r[i]), int(kept_c[i])) for i in idx]
-    picks += [(int(r), int(c)) for r, c in zip(rng.integers(0, h, n // 2), rng.integers(0, w, n // 2))]
+    picks += [(int(r), int(c)) for r, c in zip(rng.integers(0, h, n // 2), rng.integers(0, w, n // 2), strict=True)]
     for r, c in picks:
         stats.samples.append(
             PixelSample(
@@ -432,8 +433,8 @@ class ClipOutput:
     Use :meth:`save` for a local path, :meth:`fileobj` to stream it (e.g. to S3), and :meth:`close` to free it.
     """
 
-    def __init__(self, memfile: MemoryFile | None = None, path: str | None = None) -> None:
-        self.memfile, self.path = memfile, path
+    def __init__(self, memfile: MemoryFile | None = None, path: str | None = None, workdir: str | None = None) -> None:
+        self.memfile, self.path, self.workdir = memfile, path, workdir
 
     @property
     def name(self) -> str:
@@ -472,8 +473,6 @@ class ClipOutput:
                 with open(tmp, "wb") as fh:
                     fh.write(self.memfile.getbuffer())
             else:
-                import shutil
-
                 shutil.copyfile(str(self.path), tmp)
             os.replace(tmp, path)
         finally:
@@ -487,6 +486,9 @@ class ClipOutput:
         elif self.path and os.path.exists(self.path):
             os.remove(self.path)
         self.path = None
+        if self.workdir:  # the spill directory made for this clip
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
 
 
 @dataclass
@@ -507,14 +509,16 @@ class _Workspace:
 
     def new_output(self) -> ClipOutput:
         if self.dir:
-            return ClipOutput(path=os.path.join(self.dir, "clip.tif"))
+            return ClipOutput(path=os.path.join(self.dir, "clip.tif"), workdir=self.dir)
         return ClipOutput(memfile=MemoryFile(ext=".tif"))
 
-    def cleanup(self) -> None:
+    def cleanup(self, *, remove_dir: bool = False) -> None:
         if self.intermediate_mem is not None:
             self.intermediate_mem.close()
         if self.dir and os.path.exists(self.intermediate):
             os.remove(self.intermediate)
+        if remove_dir and self.dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def _open_source(source: str) -> Any:
@@ -557,6 +561,7 @@ def clip_to_cog(source: str, boundary: Boundary, options: ClipOptions | None = N
         except BaseException:
             if output is not None:
                 output.close()
+            workspace.cleanup(remove_dir=True)
             raise
         finally:
             workspace.cleanup()

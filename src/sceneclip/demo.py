@@ -159,7 +159,6 @@ def main() -> int:
                 SCENE_KEY: upload_scene_as_cog(s3, data / "rmnp-rgb.tif", SCENE_KEY, Path(tmp)),
                 DEM_KEY: upload_scene_as_cog(s3, data / "rmnp-dem.tif", DEM_KEY, Path(tmp)),
             }
-            head = heads[SCENE_KEY]
         print(f"boundary store {STORE}: {summary.regions} regions, version {summary.version[:12]}", file=sys.stderr)
         env_file = OUT / "env.json"
         env_file.write_text(json.dumps({"ClipFunction": {

@@ -62,7 +62,7 @@ def _check_samples(ds: Any, stats: ExecutionStats) -> tuple[int, list[str]]:
         raw = px.data[:, 0, 0].tolist()
         masked = bool(np.ma.getmaskarray(px)[0, 0, 0])
         if s.keep:
-            if masked or not all(_same(float(a), float(b)) for a, b in zip(raw, s.values)):
+            if masked or not all(_same(float(a), float(b)) for a, b in zip(raw, s.values, strict=True)):
                 problems.append(f"pixel (row {s.row}, col {s.col}) is {raw}, source is {list(s.values)}")
         elif not masked:
             problems.append(f"pixel (row {s.row}, col {s.col}) should be nodata/masked but reads {raw}")
