@@ -24,7 +24,7 @@ from .events import InvalidEventError, SceneRef, is_sqs_event, parse_event, pars
 netstats.enable()  # GDAL reads this once, before its first network access
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "sceneclip"))
-tracer = Tracer()
+tracer = Tracer(patch_modules=("botocore",))  # patch only what the function calls (saves ~110 imports)
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "sceneclip"))
 processor = BatchProcessor(event_type=EventType.SQS)
 
@@ -53,6 +53,7 @@ def _build_app() -> Any:
     settings = Settings.from_env()
     s3 = boto3.client("s3")
     records = RecordStore(settings.records_table, resource=boto3.resource("dynamodb"))
+    # A low-level client of its own: the resource's client re-serializes Powertools' typed attributes.
     wrapper = _idempotency_wrapper(settings, boto3.client("dynamodb"))
     return ScenePipeline(
         settings, s3=s3, records=records, store_loader=lambda: get_store(settings.boundaries, s3_client=s3),
