@@ -111,8 +111,11 @@ def _register_subcommands() -> None:
 
     main.add_command(boundaries)
     from .batch import batch
+    from .cli_ops import COMMANDS as ops_commands  # backfill, worker, redrive, status
 
     main.add_command(batch)
+    for command in ops_commands:
+        main.add_command(command)
 
 
 def _echo_json(data: Any) -> None:

@@ -32,7 +32,7 @@ def clip_options(f: Any) -> Any:
         click.option("--profile", "cog_profile", type=click.Choice(sorted(COG_PROFILES)), default="deflate", show_default=True, help="COG compression."),
         click.option("--resampling", type=click.Choice(RESAMPLING_CHOICES), default=None, help="Overview resampling. Default: average, or nearest for paletted (categorical) data."),
         click.option("--tmpdir", type=click.Path(file_okay=False), default=None, envvar="SCENECLIP_TMPDIR", help="Where large clips spill instead of RAM. [env SCENECLIP_TMPDIR]"),
-        click.option("--memory-limit", type=click.IntRange(min=1), default=512, show_default=True, envvar="SCENECLIP_MEMORY_LIMIT_MB", help="MB of uncompressed window kept in memory; larger clips spill to --tmpdir."),
+        click.option("--memory-limit", type=click.IntRange(min=1), default=256, show_default=True, envvar="SCENECLIP_MEMORY_LIMIT_MB", help="MB of uncompressed window kept in memory; larger clips spill to --tmpdir."),
     ]
     for d in reversed(decorators):
         f = d(f)

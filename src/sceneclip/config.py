@@ -59,7 +59,7 @@ class Settings:
     resampling: str | None = None
     write_stac: bool = True
     tmpdir: str = "/tmp"
-    memory_limit_mb: int = 512
+    memory_limit_mb: int = 256
     idempotency_ttl_s: int = 7 * 24 * 3600
 
     @classmethod
@@ -97,7 +97,7 @@ class Settings:
         if resampling and resampling not in RESAMPLING_CHOICES:
             raise ConfigError(f"SCENECLIP_RESAMPLING={resampling!r}: choose one of {RESAMPLING_CHOICES}")
         try:
-            memory = int(env.get("SCENECLIP_MEMORY_LIMIT_MB", "512"))
+            memory = int(env.get("SCENECLIP_MEMORY_LIMIT_MB", "256"))
         except ValueError as exc:
             raise ConfigError("SCENECLIP_MEMORY_LIMIT_MB must be an integer number of MB") from exc
         return cls(

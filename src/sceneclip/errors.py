@@ -7,6 +7,8 @@ or *transient* (the network, a throttle, a timeout: raise so Lambda/SQS retry). 
 
 from __future__ import annotations
 
+import re
+
 
 class SceneclipError(Exception):
     """Base class. ``permanent`` tells the pipeline whether a retry could ever succeed."""
@@ -120,3 +122,11 @@ def looks_transient(message: str) -> bool:
     """
     low = message.lower()
     return any(marker in low for marker in _TRANSIENT_MARKERS)
+
+
+_PRESIGNED = re.compile(r"(https?://[^?\s'\"]+)\?[^\s'\"]*(?:Signature|X-Amz-Signature|x-amz-security-token)[^\s'\"]*", re.I)
+
+
+def redact(text: str) -> str:
+    """Strip presigned query strings (signature, session token) from a message before it is stored or logged."""
+    return _PRESIGNED.sub(r"\1?<presigned>", text)

@@ -115,15 +115,18 @@ class ScenePipeline:
     # --- scene level ------------------------------------------------------------------------------------
     def process(self, ref: SceneRef) -> list[VerificationRecord]:
         started = time.perf_counter()
+        obj: SceneObject | None = None
         try:
             self.refuse_recursion(ref)
             obj = head_scene(self.s3, ref.bucket, ref.key, ref.version_id)
             regions = self.resolve_regions(ref, obj)
         except Exception as exc:
             exc = _typed(exc)
+            # When the HEAD worked, record the version actually seen (backfill matches records on ETag).
             rec = replace(
                 failed_record(ref.uri, None, exc, started=started),
-                scene=ref.uri, region=ref.region or NO_REGION, source_etag=ref.etag, source_version=ref.version_id,
+                scene=ref.uri, region=ref.region or NO_REGION,
+                source_etag=obj.etag if obj else ref.etag, source_version=obj.version_id if obj else ref.version_id,
                 config_hash=self.settings.config_hash,
             )
             self.records.put(rec)
@@ -166,7 +169,7 @@ class ScenePipeline:
         with rasterio.Env(**self._gdal_env(obj.bucket, extra)):
             from .clip import _open_source
 
-            with _open_source(path) as ds:
+            with _open_source(path, obj.uri) as ds:
                 if ds.crs is None:
                     from .errors import MissingCRSError
 
@@ -200,7 +203,7 @@ class ScenePipeline:
             with rasterio.Env(**self._gdal_env(job.bucket, extra)):
                 netstats.clear_curl_cache()
                 netstats.reset()
-                result = clip_to_cog(path, boundary, self.settings.clip_options())
+                result = clip_to_cog(path, boundary, self.settings.clip_options(), name=job.scene)
                 fetched = netstats.snapshot()
             try:
                 key = output_key(self.settings, job.region, job.key)

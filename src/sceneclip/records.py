@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
+from .errors import redact
 
 if TYPE_CHECKING:
     from .geometry import Boundary
@@ -104,6 +105,6 @@ def failed_record(source: str, boundary: Boundary | None, exc: BaseException, *,
         boundary=ref,
         status="failed",
         error_type=type(exc).__name__,
-        error=" ".join(str(exc).split()) or type(exc).__name__,
+        error=redact(" ".join(str(exc).split())) or type(exc).__name__,
         duration_ms=round(duration, 1) if duration is not None else None,
     )
