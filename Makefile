@@ -9,7 +9,7 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv tools demo test test-py311 bench bench-coldstart layer lint clean
+.PHONY: help venv tools demo test test-py311 bench bench-memory bench-coldstart layer clean
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ bench: $(STAMP)  ## run the benchmarks (prints figures, asserts nothing on time)
 
 layer: $(STAMP)  ## build layers/geo for Python 3.12 (x86_64 and arm64) and check the size budget
 	$(VPY) layers/build_layer.py
+
+bench-memory: $(STAMP)  ## peak RSS of a 16384²×3 uint16 clip vs the rasterio.mask recipe (--quick: 4096²)
+	$(VPY) benchmarks/bench_memory.py $(BENCH_ARGS)
 
 bench-coldstart: $(STAMP)  ## handler import + init time as a ratio to `import rasterio`
 	$(VPY) benchmarks/bench_coldstart.py
