@@ -36,11 +36,17 @@ $(TOOLS_STAMP): requirements-tools.lock
 
 tools: $(TOOLS_STAMP)  ## create .venv-tools (aws-sam-cli) used by the template tests
 
-test: $(STAMP) $(TOOLS_STAMP)  ## run the test suite (sets up both virtualenvs first)
+test: $(STAMP) $(TOOLS_STAMP)  ## run the suite on Python 3.12 (Lambda's), then again on 3.11 when installed
 	SCENECLIP_TOOLS_BIN=$(abspath $(TOOLS_VENV))/bin $(VPY) -m pytest $(PYTEST_ARGS)
+	@py311=$$(python3.11 -c 'import sys; print(sys.executable)' 2>/dev/null); \
+	if [ "$(VENV)" = ".venv" ] && [ -z "$(NO_PY311)" ] && [ -n "$$py311" ] \
+	   && [ "$$($(VPY) -c 'import sys; print(sys.version_info[:2] != (3, 11))')" = "True" ]; then \
+		echo "== the same suite on Python 3.11 ($$py311) =="; \
+		$(MAKE) --no-print-directory test VENV=.venv311 PYTHON=$$py311; \
+	elif [ "$(VENV)" = ".venv" ]; then echo "(second run on Python 3.11 skipped: NO_PY311 set, no python3.11, or .venv is 3.11)"; fi
 
-test-py311:  ## run the test suite under Python 3.11 in .venv311
-	$(MAKE) test VENV=.venv311 PYTHON=$$(command -v python3.11 || command -v python3)
+test-py311:  ## run the test suite under Python 3.11 only, in .venv311
+	$(MAKE) test VENV=.venv311 PYTHON=$$(python3.11 -c 'import sys; print(sys.executable)' 2>/dev/null || command -v python3)
 
 bench: $(STAMP)  ## run the benchmarks (prints figures, asserts nothing on time)
 	$(VPY) benchmarks/bench_clip.py

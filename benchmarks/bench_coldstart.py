@@ -46,12 +46,10 @@ import json
 import os
 import platform
 import shutil
-import stat
 import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -123,21 +121,6 @@ def _load_build_layer():
     return module
 
 
-def _unpack(zip_path: Path, dest: Path) -> None:
-    """Extract like Lambda (and tests/test_layer_build.py): file modes kept, symlink entries as symlinks."""
-    with zipfile.ZipFile(zip_path) as zf:
-        for info in zf.infolist():
-            target = dest / info.filename
-            target.parent.mkdir(parents=True, exist_ok=True)
-            mode = info.external_attr >> 16
-            if stat.S_ISLNK(mode):
-                os.symlink(zf.read(info).decode(), target)
-            elif not info.is_dir():
-                with zf.open(info) as src, open(target, "wb") as dst:
-                    shutil.copyfileobj(src, dst, 1024 * 1024)
-                os.chmod(target, stat.S_IMODE(mode) or 0o644)
-
-
 def _copy_function(dest: Path, handler: Path | None) -> Path:
     """src/sceneclip as ``sam build`` ships it (sources only), optionally with a variant of handler.py."""
     shutil.copytree(SRC / "sceneclip", dest / "sceneclip",
@@ -176,7 +159,7 @@ def prepare_layouts(names: list[str], work: Path, handler: Path | None) -> dict[
         print(f"NOTE: layer layouts skipped: {why}", file=sys.stderr)
         return layouts
     opt = work / "opt"
-    _unpack(zip_path, opt)
+    bl.unpack_zip(zip_path, opt)
     for name in wanted:
         base = work / name
         pt, rt = base / "powertools", base / "runtime"

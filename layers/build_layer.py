@@ -467,6 +467,21 @@ def write_zip(layer_root: Path, zip_path: Path) -> list[zipfile.ZipInfo]:
 
 
 # --------------------------------------------------------------------------------------------------- sizes
+def unpack_zip(zip_path: Path, dest: Path) -> None:
+    """Extract like Lambda does: regular files with their mode, symlink entries as symlinks."""
+    with zipfile.ZipFile(zip_path) as zf:
+        for info in zf.infolist():
+            target = dest / info.filename
+            target.parent.mkdir(parents=True, exist_ok=True)
+            mode = info.external_attr >> 16
+            if stat.S_ISLNK(mode):
+                os.symlink(zf.read(info).decode(), target)
+            elif not info.is_dir():
+                with zf.open(info) as src, open(target, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1024 * 1024)
+                os.chmod(target, stat.S_IMODE(mode) or 0o644)
+
+
 def tree_size(path: Path, skip=lambda p: False) -> int:
     total = 0
     for dirpath, dirnames, filenames in os.walk(path):

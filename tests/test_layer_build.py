@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -76,25 +75,10 @@ def layer_build() -> dict:
     return report
 
 
-def _unpack(zip_path: Path, dest: Path) -> None:
-    """Extract like Lambda: regular files with their mode, symlink entries as symlinks."""
-    with zipfile.ZipFile(zip_path) as zf:
-        for info in zf.infolist():
-            target = dest / info.filename
-            target.parent.mkdir(parents=True, exist_ok=True)
-            mode = info.external_attr >> 16
-            if stat.S_ISLNK(mode):
-                os.symlink(zf.read(info).decode(), target)
-            elif not info.is_dir():
-                with zf.open(info) as src, open(target, "wb") as dst:
-                    shutil.copyfileobj(src, dst, 1024 * 1024)
-                os.chmod(target, stat.S_IMODE(mode) or 0o644)
-
-
 @pytest.fixture(scope="module")
 def unpacked_layer(layer_build, tmp_path_factory) -> Path:
     opt = tmp_path_factory.mktemp("opt")
-    _unpack(Path(layer_build["zip"]), opt)
+    build_layer.unpack_zip(Path(layer_build["zip"]), opt)
     return opt / "python"
 
 

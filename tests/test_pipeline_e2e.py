@@ -16,7 +16,7 @@ import pytest
 import rasterio
 
 from sceneclip import handler
-from sceneclip.local import LocalContext, load_template, provision
+from sceneclip.local import LocalContext, load_template, provision, retarget_event
 
 from .conftest import real
 
@@ -62,31 +62,9 @@ def upload_scene(stack, key=SCENE_KEY, path=None):
 
 
 def sample_event(name, stack, key=SCENE_KEY, version=None, etag=None):
-    """A sample from events/ retargeted at this test's bucket (and object version)."""
-    text = (EVENTS / name).read_text().replace("sceneclip-input", stack["names"]["InputBucket"])
-    event = json.loads(text)
-
-    def fix(obj):
-        if isinstance(obj, dict):
-            if "object" in obj and isinstance(obj["object"], dict) and "key" in obj["object"]:
-                o = obj["object"]
-                o["key"] = key.replace(" ", "+") if "s3SchemaVersion" in obj else key
-                if version is not None:
-                    o["version-id" if "version-id" in o else "versionId"] = version
-                if etag is not None:
-                    o["eTag" if "eTag" in o else "etag"] = etag
-                o.pop("size", None)
-            for k, v in list(obj.items()):
-                if k in ("body", "Message") and isinstance(v, str) and v.startswith("{"):
-                    obj[k] = json.dumps(fix(json.loads(v)))
-                else:
-                    fix(v)
-        elif isinstance(obj, list):
-            for v in obj:
-                fix(v)
-        return obj
-
-    return fix(event)
+    """A sample from events/ retargeted at this test's bucket and object version."""
+    event = json.loads((EVENTS / name).read_text().replace("sceneclip-input", stack["names"]["InputBucket"]))
+    return retarget_event(event, {key: {"VersionId": version, "ETag": etag}}, key=key)
 
 
 def invoke(event):

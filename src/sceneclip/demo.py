@@ -83,32 +83,6 @@ def upload_scene_as_cog(s3: Any, src: Path, key: str, workdir: Path) -> dict[str
     return s3.head_object(Bucket=NAMES["InputBucket"], Key=key)
 
 
-def retarget(event_file: Path, heads: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Put each uploaded object's real version id, ETag and size into a sample event."""
-    text = event_file.read_text()
-    event = json.loads(text)
-
-    def fix(obj: Any) -> Any:
-        if isinstance(obj, dict):
-            o = obj.get("object")
-            if isinstance(o, dict) and o.get("key") in heads:
-                head = heads[o["key"]]
-                o["version-id" if "version-id" in o else "versionId"] = head["VersionId"]
-                o["eTag" if "eTag" in o else "etag"] = head["ETag"].strip('"')
-                o["size"] = head["ContentLength"]
-            for k, v in list(obj.items()):
-                if k in ("body", "Message") and isinstance(v, str) and v.startswith("{"):
-                    obj[k] = json.dumps(fix(json.loads(v)))
-                else:
-                    fix(v)
-        elif isinstance(obj, list):
-            for v in obj:
-                fix(v)
-        return obj
-
-    return fix(event)
-
-
 def quicklook(cog: Path, boundary: Any, png: Path, size: int = 512) -> None:
     """RGB (or grey) preview with the boundary outline drawn in yellow."""
     import numpy as np
@@ -139,7 +113,7 @@ def quicklook(cog: Path, boundary: Any, png: Path, size: int = 512) -> None:
 
 
 def main() -> int:
-    from .local import invoke, load_template, provision
+    from .local import invoke, load_template, provision, retarget_event
     from .sample_data import ensure_sample_data
     from .store import build_store
 
@@ -170,7 +144,7 @@ def main() -> int:
         }}, indent=2))
         responses = {}
         for name in ("s3-put.json", "sqs-s3.json", "eventbridge-object-created.json", "s3-test-event.json"):
-            event = retarget(ROOT / "events" / name, heads)
+            event = retarget_event(json.loads((ROOT / "events" / name).read_text()), heads)
             responses[name] = invoke("ClipFunction", event, template_path=ROOT / "template.yaml", env_vars=str(env_file))
             print(f"delivered events/{name}: {json.dumps(responses[name])[:200]}", file=sys.stderr)
         table = boto3.resource("dynamodb").Table(NAMES["RecordsTable"])

@@ -229,6 +229,49 @@ def _stdout_to_stderr() -> Any:
             h.setStream(sys.stdout)
 
 
+# --- sample events ------------------------------------------------------------------------------------------
+def retarget_event(
+    event: Any, heads: Mapping[str, Mapping[str, Any]], *, key: str | None = None
+) -> Any:
+    """Point a sample event (events/*.json) at real uploaded objects, in place; returns the event.
+
+    Every S3 object entry — in an S3 notification, an EventBridge event, or nested in an SQS body or SNS
+    message — gets the version id, ETag and size of ``heads[key]`` (``head_object`` responses). With
+    ``key`` every entry is renamed to it first (URL-encoded where S3 notifications encode keys).
+    """
+    from urllib.parse import quote_plus
+
+    def fix(obj: Any, in_notification: bool = False) -> Any:
+        if isinstance(obj, dict):
+            entry = obj.get("object")
+            if isinstance(entry, dict) and "key" in entry:
+                notification = in_notification or "s3SchemaVersion" in obj
+                if key is not None:
+                    entry["key"] = quote_plus(key, safe="/") if notification else key
+                name = key if key is not None else entry["key"]
+                head = heads.get(name)
+                if head is not None:
+                    if head.get("VersionId"):
+                        entry["version-id" if "version-id" in entry else "versionId"] = head["VersionId"]
+                    if head.get("ETag"):
+                        entry["eTag" if "eTag" in entry else "etag"] = str(head["ETag"]).strip('"')
+                    if head.get("ContentLength") is not None:
+                        entry["size"] = head["ContentLength"]
+                    else:
+                        entry.pop("size", None)
+            for k, v in list(obj.items()):
+                if k in ("body", "Message") and isinstance(v, str) and v.lstrip().startswith("{"):
+                    obj[k] = json.dumps(fix(json.loads(v)))
+                else:
+                    fix(v, in_notification)
+        elif isinstance(obj, list):
+            for v in obj:
+                fix(v, in_notification)
+        return obj
+
+    return fix(event)
+
+
 # --- provisioning on a local endpoint -----------------------------------------------------------------------
 def provision(template: Mapping[str, Any], names: Mapping[str, str], *, parameters: Mapping[str, Any] | None = None) -> dict[str, str]:
     """Create the template's buckets, queues and tables under ``names`` (logical id → physical name).
