@@ -65,6 +65,8 @@ def test_sam_build_without_container(tmp_path):
     build = tmp_path / "build"
     env = dict(os.environ, SAM_CLI_TELEMETRY="0", PATH=f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
     env.pop("LAYER_ARCH", None)  # host architecture, the template default when built here
+    for var in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS"):  # a parent `make test` must not leak its variables
+        env.pop(var, None)
     t0 = time.monotonic()
     proc = subprocess.run(
         [sam, "build", "--template-file", str(ROOT / "template.yaml"), "--build-dir", str(build)],
