@@ -539,3 +539,15 @@ def test_cli_build_reports_dropped_features(tmp_path):
     res = CliRunner().invoke(boundaries, ["build", vec, "--region-field", "rid", "--out", str(tmp_path / "s")])
     assert res.exit_code == 0
     assert "1 regions" in res.stdout and "sceneclip: warning: dropped feature 1" in res.stderr
+
+
+def test_region_hash_is_the_same_from_file_and_from_store(tmp_path):
+    """A record's boundary content_hash identifies the region however it was loaded (CLI/batch vs Lambda)."""
+    from sceneclip.boundaries import load_boundary
+    from sceneclip.store import BoundaryStore, build_store
+
+    vector = real("naturalearth_lowres.shp")
+    build_store(vector, "name", str(tmp_path / "store"))
+    store = BoundaryStore.load(str(tmp_path / "store"))
+    for region in ("Nepal", "Chile", "United States of America"):
+        assert load_boundary(vector, region_field="name", region=region).content_hash == store.boundary(region).content_hash

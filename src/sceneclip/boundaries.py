@@ -10,7 +10,7 @@ import os
 from typing import Any
 
 from .errors import BoundaryError, MissingCRSError, UnknownRegionError
-from .geometry import Boundary
+from .geometry import Boundary, dissolve
 
 
 def read_vector(path: str, layer: str | None = None) -> Any:
@@ -59,5 +59,7 @@ def load_boundary(
             f"boundary {path!r} has no CRS; add one (e.g. a .prj file, or `ogr2ogr -a_srs EPSG:4326`)"
         )
     frame = select_region(frame, region_field, region, source=path)
-    geoms = [g for g in frame.geometry if g is not None and not g.is_empty]
-    return Boundary.from_geometries(geoms, frame.crs.to_wkt(), source=path, region=region)
+    # One repaired, dissolved geometry — exactly what the boundary store keeps per region, so a region's
+    # content hash is the same from the file (CLI, batch) and from the store (Lambda).
+    merged = dissolve([g for g in frame.geometry if g is not None and not g.is_empty])
+    return Boundary.from_geometries([] if merged is None else [merged], frame.crs.to_wkt(), source=path, region=region)

@@ -105,6 +105,22 @@ def repair(geometries: Iterable[BaseGeometry]) -> list[BaseGeometry]:
     return out
 
 
+def dissolve(geometries: Sequence[BaseGeometry]) -> BaseGeometry | None:
+    """Repair features and union them into one Polygon or MultiPolygon; None when no polygon is left.
+
+    The boundary store keeps one such geometry per region, and ``load_boundary`` builds the same one from a
+    vector file, so a region has the same content hash whichever way it was loaded.
+    """
+    fixed = repair(shapely.force_2d(g) for g in geometries if g is not None)
+    if not fixed:
+        return None
+    merged = fixed[0] if len(fixed) == 1 else shapely.union_all(fixed)
+    parts = polygonal_parts(merged if merged.is_valid else shapely.make_valid(merged))
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else MultiPolygon(parts)
+
+
 def _transform_geometry(geom: BaseGeometry, src: CRS, dst: CRS) -> BaseGeometry:
     def fn(coords: np.ndarray) -> np.ndarray:
         if len(coords) == 0:

@@ -51,7 +51,7 @@ from .errors import (
     UnknownRegionError,
     UploadError,
 )
-from .geometry import Boundary, polygonal_parts, repair
+from .geometry import Boundary, dissolve, polygonal_parts, repair
 
 FORMAT = "sceneclip-boundaries/1"
 INDEX_NAME = "index.json"
@@ -142,18 +142,6 @@ def region_slug(region: str, limit: int = 48) -> str:
 def geometry_wkb(geom: BaseGeometry) -> bytes:
     """The stored form: 2-D little-endian WKB (the region hash is the sha256 of exactly these bytes)."""
     return shapely.to_wkb(geom, output_dimension=2, byte_order=1)
-
-
-def dissolve(geometries: Sequence[BaseGeometry]) -> BaseGeometry | None:
-    """Repair features and union them into one Polygon or MultiPolygon; None when no polygon is left."""
-    fixed = repair(shapely.force_2d(g) for g in geometries if g is not None)
-    if not fixed:
-        return None
-    merged = fixed[0] if len(fixed) == 1 else shapely.union_all(fixed)
-    parts = polygonal_parts(merged if merged.is_valid else shapely.make_valid(merged))
-    if not parts:
-        return None
-    return parts[0] if len(parts) == 1 else MultiPolygon(parts)
 
 
 def compile_regions(
