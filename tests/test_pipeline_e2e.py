@@ -361,3 +361,36 @@ def test_emf_metrics_and_json_logs(stack, capsys):
     assert by_type and by_type[0]["ErrorType"] == "RasterReadError"
     logs = [line for line in lines if "_aws" not in line and "level" in line]
     assert logs and all(line.get("correlation_id") for line in logs)
+
+
+def test_failed_upload_leaves_no_object_and_retries(stack):
+    """S3 answers 500 on the COG PUT: no output object, a failed (transient) record, the message retried."""
+    from botocore.exceptions import ClientError
+
+    version, etag = upload_scene(stack)
+    app = handler.get_app()
+
+    def refuse_put(params, **_):
+        if params.get("Key", "").endswith("Jackson/scenes/rmnp/rmnp-rgb.tif"):
+            raise ClientError({"Error": {"Code": "InternalError", "Message": "We encountered an internal error."},
+                               "ResponseMetadata": {"HTTPStatusCode": 500}}, "PutObject")
+
+    app.s3.meta.events.register("provide-client-params.s3.PutObject", refuse_put)
+    def message(mid, region):
+        return {"messageId": mid, "receiptHandle": mid, "attributes": {}, "messageAttributes": {}, "md5OfBody": "",
+                "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:q",
+                "awsRegion": "us-east-1",
+                "body": json.dumps({"bucket": stack["names"]["InputBucket"], "key": SCENE_KEY, "region": region})}
+
+    msg = message("m1", "Jackson")
+    resp = invoke({"Records": [msg, message("m2", "Grand")]})
+    assert resp == {"batchItemFailures": [{"itemIdentifier": "m1"}]}
+    assert [o["Key"] for o in outputs(stack)] == ["clipped/Grand/scenes/rmnp/rmnp-rgb.tif"]  # no Jackson object
+    assert [o["Key"] for o in outputs(stack, ".json")] == ["clipped/Grand/scenes/rmnp/rmnp-rgb.stac.json"]
+    rec = {r["region"]: r for r in records(stack)}["Jackson"]
+    assert rec["status"] == "failed" and rec["error_type"] == "UploadError" and "InternalError" in rec["error"]
+    # The retry (S3 healthy again) succeeds: idempotency released the in-progress lock on the failure.
+    app.s3.meta.events.unregister("provide-client-params.s3.PutObject", refuse_put)
+    assert invoke({"Records": [msg]}) == {"batchItemFailures": []}
+    assert "clipped/Jackson/scenes/rmnp/rmnp-rgb.tif" in [o["Key"] for o in outputs(stack)]
+    assert {r["region"]: r for r in records(stack)}["Jackson"]["status"] == "ok"
