@@ -394,3 +394,20 @@ def test_failed_upload_leaves_no_object_and_retries(stack):
     assert invoke({"Records": [msg]}) == {"batchItemFailures": []}
     assert "clipped/Jackson/scenes/rmnp/rmnp-rgb.tif" in [o["Key"] for o in outputs(stack)]
     assert {r["region"]: r for r in records(stack)}["Jackson"]["status"] == "ok"
+
+
+@pytest.mark.parametrize("stored_key", ["scenes/rmnp/LC08 rmnp(1).tif", "scenes/rmnp/c++ rmnp.tif"])
+def test_eventbridge_key_decoded_or_literal(stack, stored_key):
+    """EventBridge's key encoding is undocumented: decoded first, the key as delivered if that is missing."""
+    from urllib.parse import quote_plus
+
+    version, etag = upload_scene(stack, key=stored_key)
+    event = json.loads((EVENTS / "eventbridge-object-created.json").read_text()
+                       .replace("sceneclip-input", stack["names"]["InputBucket"]))
+    obj = event["detail"]["object"]
+    obj.update({"version-id": version, "etag": etag})
+    # Encoded as S3 notifications are; for the '+' key send it literally, as an unencoded producer would.
+    obj["key"] = quote_plus(stored_key, safe="/") if "(" in stored_key else stored_key
+    resp = invoke(event)
+    assert [r["status"] for r in resp["results"]] == ["ok"] * 4, resp
+    assert all(r["scene"].endswith(stored_key) for r in resp["results"])

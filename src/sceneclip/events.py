@@ -74,6 +74,9 @@ class SceneRef:
         Region override carried by direct/backfill payloads; ``None`` lets the pipeline derive it.
     force:
         Direct payloads may ask to redo a scene that was already processed.
+    key_as_delivered:
+        The key exactly as the event carried it, when it differs from ``key`` and AWS does not document
+        the encoding (EventBridge): if the decoded key does not exist, the pipeline tries this one.
     """
 
     bucket: str
@@ -85,6 +88,7 @@ class SceneRef:
     origin: str = "direct"
     region: str | None = None
     force: bool = False
+    key_as_delivered: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.bucket, str) or not self.bucket:
@@ -258,10 +262,13 @@ def _parse_eventbridge(event: Mapping[str, Any]) -> list[SceneRef]:
     detail = _mapping(event, "detail", "EventBridge event")
     bucket = _mapping(detail, "bucket", "detail")
     obj = _mapping(detail, "object", "detail")
+    raw_key = _string(obj, "key", "detail.object")
+    key = unquote_plus(raw_key)
     return [
         SceneRef(
             bucket=_string(bucket, "name", "detail.bucket"),
-            key=unquote_plus(_string(obj, "key", "detail.object")),
+            key=key,
+            key_as_delivered=raw_key if raw_key != key else None,
             version_id=_optional_string(obj.get("version-id")),
             etag=_optional_string(obj.get("etag")),
             size=_optional_int(obj.get("size")),

@@ -23,6 +23,7 @@ from .clip import clip_to_cog
 from .config import Settings
 from .errors import (
     NoOverlapError,
+    RasterReadError,
     RecursionRefusedError,
     SceneclipError,
     UnknownRegionError,
@@ -118,7 +119,7 @@ class ScenePipeline:
         obj: SceneObject | None = None
         try:
             self.refuse_recursion(ref)
-            obj = head_scene(self.s3, ref.bucket, ref.key, ref.version_id)
+            obj = self._head(ref)
             regions = self.resolve_regions(ref, obj)
         except Exception as exc:
             exc = _typed(exc)
@@ -140,6 +141,18 @@ class ScenePipeline:
             clip = self.clip_job if ref.force else self._clip
             out.append(VerificationRecord.from_dict(clip(asdict(job))))
         return out
+
+    def _head(self, ref: SceneRef) -> SceneObject:
+        """HEAD the scene; for an event whose key encoding is undocumented, fall back to the key as delivered."""
+        try:
+            return head_scene(self.s3, ref.bucket, ref.key, ref.version_id)
+        except RasterReadError:
+            if not ref.key_as_delivered:
+                raise
+            log.info("decoded key not found, trying the key as delivered", extra={"key": ref.key_as_delivered})
+            literal = replace(ref, key=ref.key_as_delivered, key_as_delivered=None)
+            self.refuse_recursion(literal)
+            return head_scene(self.s3, literal.bucket, literal.key, literal.version_id)
 
     def refuse_recursion(self, ref: SceneRef) -> None:
         """Our own outputs must never be clipped again (same bucket, or an event misrouted to us)."""
