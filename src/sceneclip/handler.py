@@ -52,9 +52,9 @@ def _build_app() -> Any:
     copy_config_to_registered_loggers(source_logger=logger, include={"sceneclip"})
     settings = Settings.from_env()
     s3 = boto3.client("s3")
-    records = RecordStore(settings.records_table, resource=boto3.resource("dynamodb"))
-    # A low-level client of its own: the resource's client re-serializes Powertools' typed attributes.
-    wrapper = _idempotency_wrapper(settings, boto3.client("dynamodb"))
+    dynamodb = boto3.client("dynamodb")  # one low-level client for the records and the idempotency table
+    records = RecordStore(settings.records_table, client=dynamodb)
+    wrapper = _idempotency_wrapper(settings, dynamodb)
     return ScenePipeline(
         settings, s3=s3, records=records, store_loader=lambda: get_store(settings.boundaries, s3_client=s3),
         clip_wrapper=wrapper,

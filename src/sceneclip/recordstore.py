@@ -30,13 +30,22 @@ def _from_dynamo(item: dict[str, Any]) -> dict[str, Any]:
 
 
 class RecordStore:
-    """Reads and writes verification records; the key is (scene, region)."""
+    """Reads and writes verification records; the key is (scene, region).
 
-    def __init__(self, table_name: str, *, resource: Any = None) -> None:
+    Uses the low-level DynamoDB client (one client, shared with the idempotency layer in the Lambda): the
+    boto3 resource layer would cost a second model load at every cold start.
+    """
+
+    def __init__(self, table_name: str, *, client: Any = None) -> None:
         import boto3
+        from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
         self.table_name = table_name
-        self.table = (resource or boto3.resource("dynamodb")).Table(table_name)
+        self.client = client or boto3.client("dynamodb")
+        self._ser, self._de = TypeSerializer(), TypeDeserializer()
+
+    def _item(self, raw: dict[str, Any]) -> dict[str, Any]:
+        return _from_dynamo({k: self._de.deserialize(v) for k, v in raw.items()})
 
     def put(self, record: VerificationRecord) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -47,32 +56,29 @@ class RecordStore:
         item["scene"] = record.scene or record.source
         item["region"] = record.region or NO_REGION
         try:
-            self.table.put_item(Item=item)
+            self.client.put_item(TableName=self.table_name, Item={k: self._ser.serialize(v) for k, v in item.items()})
         except (ClientError, BotoCoreError) as exc:
             raise classify_aws_error(exc, f"writing the record to table {self.table_name}") from exc
 
     def get(self, scene: str, region: str) -> dict[str, Any] | None:
-        item = self.table.get_item(Key={"scene": scene, "region": region}).get("Item")
-        return _from_dynamo(item) if item else None
+        key = {"scene": {"S": scene}, "region": {"S": region}}
+        raw = self.client.get_item(TableName=self.table_name, Key=key, ConsistentRead=True).get("Item")
+        return self._item(raw) if raw else None
 
     def for_scene(self, scene: str) -> list[dict[str, Any]]:
-        from boto3.dynamodb.conditions import Key
-
-        out: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {"KeyConditionExpression": Key("scene").eq(scene)}
-        while True:
-            page = self.table.query(**kwargs)
-            out += [_from_dynamo(i) for i in page.get("Items", [])]
-            if "LastEvaluatedKey" not in page:
-                return out
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "KeyConditionExpression": "#s = :s",
+            "ExpressionAttributeNames": {"#s": "scene"},
+            "ExpressionAttributeValues": {":s": {"S": scene}},
+        }
+        return self._pages("query", kwargs)
 
     def scan(self) -> list[dict[str, Any]]:
+        return self._pages("scan", {"TableName": self.table_name})
+
+    def _pages(self, op: str, kwargs: dict[str, Any]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {}
-        while True:
-            page = self.table.scan(**kwargs)
-            out += [_from_dynamo(i) for i in page.get("Items", [])]
-            if "LastEvaluatedKey" not in page:
-                return out
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        for page in self.client.get_paginator(op).paginate(**kwargs):
+            out += [self._item(i) for i in page.get("Items", [])]
+        return out
