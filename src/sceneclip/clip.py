@@ -576,6 +576,16 @@ def _open_source(source: str, name: str | None = None) -> Any:
         raise _classify_read_error(exc, name or source) from exc
 
 
+def plan_for_dataset(src: Any, boundary: Boundary, options: ClipOptions, *, name: str) -> tuple[RasterInfo, ClipPlan]:
+    """The compute step for an open dataset: its grid, the boundary in its CRS, the plan. Reads no pixels."""
+    info = RasterInfo.from_dataset(src, name=name)
+    try:
+        shapes = to_raster_crs(boundary, info.crs, info.bounds, raster_name=name)
+        return info, plan_clip(info, shapes, options)
+    except NoOverlapError:
+        raise no_overlap_error(boundary, name) from None
+
+
 def clip_to_cog(source: str, boundary: Boundary, options: ClipOptions | None = None, *, name: str | None = None) -> ClipResult:
     """Clip ``source`` (path, /vsis3/ or s3:// URI) to ``boundary``; write and verify a COG.
 
@@ -594,12 +604,7 @@ def clip_to_cog(source: str, boundary: Boundary, options: ClipOptions | None = N
     if options.tmpdir:
         env["CPL_TMPDIR"] = options.tmpdir
     with rasterio.Env(**env), _open_source(source, name) as src:
-        info = RasterInfo.from_dataset(src, name=name)
-        try:
-            shapes = to_raster_crs(boundary, info.crs, info.bounds, raster_name=name)
-            plan = plan_clip(info, shapes, options)
-        except NoOverlapError:
-            raise no_overlap_error(boundary, name) from None
+        info, plan = plan_for_dataset(src, boundary, options, name=name)
         workspace = _Workspace(plan, options)
         output: ClipOutput | None = None
         try:

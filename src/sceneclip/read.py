@@ -18,9 +18,18 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
-from .clip import MIB, ClipOptions, ClipPlan, ExecutionStats, RasterInfo, _open_source, _refuse_empty, iter_chunks, plan_clip
-from .errors import NoOverlapError, OutputTooLargeError
-from .geometry import Boundary, no_overlap_error, to_raster_crs
+from .clip import (
+    MIB,
+    ClipOptions,
+    ClipPlan,
+    ExecutionStats,
+    _open_source,
+    _refuse_empty,
+    iter_chunks,
+    plan_for_dataset,
+)
+from .errors import OutputTooLargeError
+from .geometry import Boundary
 
 DEFAULT_MAX_BYTES = 512 * MIB
 
@@ -132,12 +141,7 @@ def read_clip(
         all_touched=all_touched, invert=invert, crop=crop, pad=pad, nodata=nodata, chunk_size=chunk_size
     )
     with rasterio.Env(GDAL_CACHEMAX=options.gdal_cache_mb), _open_source(source) as src:
-        info = RasterInfo.from_dataset(src, name=source)
-        try:
-            shapes = to_raster_crs(boundary, info.crs, info.bounds, raster_name=source)
-            plan = plan_clip(info, shapes, options)
-        except NoOverlapError:
-            raise no_overlap_error(boundary, source) from None
+        info, plan = plan_for_dataset(src, boundary, options, name=source)
         _refuse_too_large(plan, source, max_bytes)
         data, stats = _fill(src, plan)
     _refuse_empty(stats, boundary, source, options)
