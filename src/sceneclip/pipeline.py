@@ -112,9 +112,23 @@ class ScenePipeline:
         self.records = records
         self.store_loader = store_loader
         self._clip = clip_wrapper(self.clip_job) if clip_wrapper else self.clip_job
+        self._scene_store: Any = None  # the store as checked once for the scene being processed
+
+    def _store(self) -> Any:
+        """The boundary store: checked for a new version once per scene, not once per region clip."""
+        if self._scene_store is None:
+            self._scene_store = self.store_loader()
+        return self._scene_store
 
     # --- scene level ------------------------------------------------------------------------------------
     def process(self, ref: SceneRef) -> list[VerificationRecord]:
+        self._scene_store = None
+        try:
+            return self._process(ref)
+        finally:
+            self._scene_store = None
+
+    def _process(self, ref: SceneRef) -> list[VerificationRecord]:
         started = time.perf_counter()
         obj: SceneObject | None = None
         try:
@@ -164,7 +178,7 @@ class ScenePipeline:
 
     def resolve_regions(self, ref: SceneRef, obj: SceneObject) -> list[str]:
         """The region override of a backfill message; else the key pattern; else every intersecting region."""
-        store = self.store_loader()
+        store = self._store()
         if ref.region:
             store.boundary(ref.region)  # fails early and clearly for an unknown id
             return [ref.region]
@@ -209,7 +223,7 @@ class ScenePipeline:
         )
         boundary = None
         try:
-            store = self.store_loader()
+            store = self._store()
             boundary = store.boundary(job.region)
             obj = SceneObject(job.bucket, job.key, job.version_id, job.etag, job.size)
             path, extra = gdal_source(self.s3, obj)
