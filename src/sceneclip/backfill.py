@@ -36,6 +36,7 @@ from typing import Any
 
 from .errors import ConfigError, SceneclipError
 from .events import SceneRef
+from .s3io import aws_error_code
 
 SQS_BATCH = 10  # send_message_batch's limit
 SEND_RETRIES = 5
@@ -214,8 +215,7 @@ def send_messages(sqs: Any, queue_url: str, messages: list[tuple[str, dict[str, 
         try:
             resp = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
         except (ClientError, BotoCoreError) as exc:
-            code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else type(exc).__name__
-            last_error = {i: (code, str(exc)) for i in pending}
+            last_error = {i: (aws_error_code(exc), str(exc)) for i in pending}
             continue
         for ok in resp.get("Successful", []):
             if pending.pop(ok["Id"], None) is not None:

@@ -612,15 +612,13 @@ def clip_to_cog(source: str, boundary: Boundary, options: ClipOptions | None = N
             _refuse_empty(stats, boundary, name, options)
             output = workspace.new_output()
             write_cog(workspace.intermediate, output.name, plan, options)
-            workspace.cleanup()
+            workspace.cleanup()  # the intermediate is not needed for verification: free it now
             record = verify_output(output, plan, info, stats, boundary, started=started)
         except BaseException:
             if output is not None:
                 output.close()
             workspace.cleanup(remove_dir=True)
             raise
-        finally:
-            workspace.cleanup()
     if record.status != "ok":
         output.close()
         raise VerificationError(record.error or "verification failed", record=record)

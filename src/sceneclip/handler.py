@@ -162,8 +162,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         try:
             results += process_ref(ref)
         except SceneclipError as exc:
-            if exc.permanent:
-                raise
-            logger.warning("transient failure, raising for retry", extra={"error": str(exc)})
+            if not exc.permanent:
+                logger.warning("transient failure, raising for retry", extra={"error": str(exc)})
             raise
     return {"statusCode": 200, "results": results}

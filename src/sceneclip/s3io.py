@@ -13,11 +13,23 @@ from .errors import PermanentError, RasterReadError, SceneclipError, SourceUnava
 
 COG_CONTENT_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 
-_TRANSIENT_CODES = {
+# AWS error codes that describe a fault which may pass on retry (shared with the boundary store).
+TRANSIENT_AWS_CODES = frozenset({
     "SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "RequestTimeTooSkewed", "Throttling",
     "ThrottlingException", "ProvisionedThroughputExceededException", "RequestLimitExceeded", "TooManyRequestsException",
     "500", "502", "503", "504",
-}
+})
+
+
+def aws_error_code(exc: BaseException) -> str:
+    """The error code of a botocore ClientError (its HTTP status when the code is empty), else the class name."""
+    from botocore.exceptions import ClientError
+
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return code or str(status or "")
+    return type(exc).__name__
 
 
 class AccessDeniedError(PermanentError):
@@ -29,10 +41,10 @@ def classify_aws_error(exc: BaseException, what: str, *, transient_cls: type[Sce
     from botocore.exceptions import BotoCoreError, ClientError, ConnectionError as BotoConnectionError
 
     if isinstance(exc, ClientError):
-        code = str(exc.response.get("Error", {}).get("Code", ""))
+        code = aws_error_code(exc)
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if code in _TRANSIENT_CODES or (isinstance(status, int) and status >= 500):
-            return transient_cls(f"{what}: {code or status} (will retry)")
+        if code in TRANSIENT_AWS_CODES or (isinstance(status, int) and status >= 500):
+            return transient_cls(f"{what}: {code} (will retry)")
         if code in ("AccessDenied", "403", "AllAccessDisabled"):
             return AccessDeniedError(f"{what}: access denied; check the function's IAM policy")
         if code in ("NoSuchKey", "404", "NotFound", "NoSuchVersion", "NoSuchBucket"):

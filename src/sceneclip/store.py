@@ -52,6 +52,7 @@ from .errors import (
     UploadError,
 )
 from .geometry import Boundary, dissolve, polygonal_parts, repair
+from .s3io import TRANSIENT_AWS_CODES, aws_error_code
 
 FORMAT = "sceneclip-boundaries/1"
 INDEX_NAME = "index.json"
@@ -62,11 +63,6 @@ BUILD_HINT = "run `sceneclip boundaries build VECTOR --region-field FIELD --out 
 # the geometries it already fetched until the store's index.json changes.
 _WARM_STORE_CACHE: dict[str, BoundaryStore] = {}
 
-# botocore error codes that describe a fault which may pass on retry.
-_TRANSIENT_S3_CODES = frozenset({
-    "SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "Throttling", "ThrottlingException",
-    "RequestLimitExceeded", "TooManyRequestsException", "RequestTimeTooSkewed", "500", "502", "503", "504",
-})
 _MISSING_S3_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "NotFound", "404"})
 _DENIED_S3_CODES = frozenset({"AccessDenied", "AllAccessDisabled", "Forbidden", "403"})
 
@@ -286,16 +282,6 @@ class StoreLocation:
             raise
 
 
-def _aws_code(exc: BaseException) -> str:
-    from botocore.exceptions import ClientError
-
-    if isinstance(exc, ClientError):
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        return code or str(status or "")
-    return type(exc).__name__
-
-
 def _is_transient_aws(exc: BaseException) -> bool:
     """Throttling, 5xx, timeouts and connection faults may pass; credentials and parameter errors do not."""
     from botocore.exceptions import (
@@ -309,7 +295,7 @@ def _is_transient_aws(exc: BaseException) -> bool:
 
     if isinstance(exc, ClientError):
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        return _aws_code(exc) in _TRANSIENT_S3_CODES or (isinstance(status, int) and status >= 500)
+        return aws_error_code(exc) in TRANSIENT_AWS_CODES or (isinstance(status, int) and status >= 500)
     if isinstance(exc, (NoCredentialsError, PartialCredentialsError, ParamValidationError, NoRegionError)):
         return False
     return isinstance(exc, BotoCoreError)  # EndpointConnectionError, ReadTimeoutError, ConnectionClosedError...
@@ -318,15 +304,15 @@ def _is_transient_aws(exc: BaseException) -> bool:
 def _read_error(exc: BaseException, location: StoreLocation, name: str, *, missing: str) -> SceneclipError:
     """A failed read of ``name`` → SourceUnavailableError (may pass) or ConfigError (``missing`` explains a 404)."""
     what = location.describe(name)
-    if isinstance(exc, FileNotFoundError) or (not isinstance(exc, OSError) and _aws_code(exc) in _MISSING_S3_CODES):
+    if isinstance(exc, FileNotFoundError) or (not isinstance(exc, OSError) and aws_error_code(exc) in _MISSING_S3_CODES):
         return ConfigError(f"{what} not found: {missing}")
     if isinstance(exc, OSError):  # local: permission denied, not a directory, ...
         return ConfigError(f"cannot read {what}: {exc.strerror or exc}")
     if _is_transient_aws(exc):
-        return SourceUnavailableError(f"reading {what} failed: {_aws_code(exc)} (may pass; retry)")
-    if _aws_code(exc) in _DENIED_S3_CODES:
+        return SourceUnavailableError(f"reading {what} failed: {aws_error_code(exc)} (may pass; retry)")
+    if aws_error_code(exc) in _DENIED_S3_CODES:
         return ConfigError(f"access denied reading {what}; allow s3:GetObject on the boundary store {location.uri}")
-    return ConfigError(f"cannot read {what}: {_aws_code(exc)}: {exc}")
+    return ConfigError(f"cannot read {what}: {aws_error_code(exc)}: {exc}")
 
 
 def _write_error(exc: BaseException, location: StoreLocation, name: str) -> SceneclipError:
@@ -334,10 +320,10 @@ def _write_error(exc: BaseException, location: StoreLocation, name: str) -> Scen
     if isinstance(exc, OSError):
         return ConfigError(f"cannot write {what}: {exc.strerror or exc}")
     if _is_transient_aws(exc):
-        return UploadError(f"writing {what} failed: {_aws_code(exc)} (may pass; run the build again)")
-    if _aws_code(exc) in _DENIED_S3_CODES:
+        return UploadError(f"writing {what} failed: {aws_error_code(exc)} (may pass; run the build again)")
+    if aws_error_code(exc) in _DENIED_S3_CODES:
         return ConfigError(f"access denied writing {what}; allow s3:PutObject on {location.uri}")
-    return ConfigError(f"cannot write {what}: {_aws_code(exc)}: {exc}")
+    return ConfigError(f"cannot write {what}: {aws_error_code(exc)}: {exc}")
 
 
 def _aws_errors() -> tuple[type[BaseException], ...]:
