@@ -66,7 +66,12 @@ def assert_matches_reference(source, shapes, out_path, *, all_touched=False, inv
         got_t = out.transform
         # An alpha band is its own "all valid" band in GDAL; compare the bands it masks, and its values.
         bands = [i for i, ci in enumerate(out.colorinterp) if ci != rasterio.enums.ColorInterp.alpha]
-    ref, got = ref[bands], got[bands]
+    return assert_aligned_equal(got[bands], got_t, ref[bands], ref_t)
+
+
+def assert_aligned_equal(got, got_t, ref, ref_t):
+    """``got`` (masked, on grid ``got_t``) equals the rasterio.mask reference ``ref`` over ``got``'s window,
+    and the reference keeps nothing outside it. Returns the valid-pixel count of band 1."""
     col_f, row_f = ~ref_t @ (got_t.c, got_t.f)
     col, row = round(col_f), round(row_f)
     assert abs(col - col_f) < 1e-6 and abs(row - row_f) < 1e-6, "output is not on the reference grid"
