@@ -24,7 +24,7 @@ $(STAMP): requirements.lock pyproject.toml
 venv: $(STAMP)  ## create .venv with the pinned dependencies
 
 demo: $(STAMP)  ## run the main job end to end on the embedded default
-	$(VPY) -m sceneclip.demo
+	$(VPY) -m sceneclip.tools.demo
 
 # SAM CLI conflicts with the runtime pins (botocore, pydantic): it gets a virtualenv of its own.
 TOOLS_VENV ?= .venv-tools
@@ -36,7 +36,8 @@ $(TOOLS_STAMP): requirements-tools.lock
 
 tools: $(TOOLS_STAMP)  ## create .venv-tools (aws-sam-cli) used by the template tests
 
-test: $(STAMP) $(TOOLS_STAMP)  ## run the suite on Python 3.12 (Lambda's), then again on 3.11 when installed
+test: $(STAMP) $(TOOLS_STAMP)  ## layer contracts, then the suite on Python 3.12 (Lambda's), then again on 3.11 when installed
+	$(VENV)/bin/lint-imports
 	SCENECLIP_TOOLS_BIN=$(abspath $(TOOLS_VENV))/bin $(VPY) -m pytest $(PYTEST_ARGS)
 	@py311=$$(python3.11 -c 'import sys; print(sys.executable)' 2>/dev/null); \
 	if [ "$(VENV)" = ".venv" ] && [ -z "$(NO_PY311)" ] && [ -n "$$py311" ] \

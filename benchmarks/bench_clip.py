@@ -1,7 +1,7 @@
 """Bytes fetched and wall time of a clip over a real HTTP S3 endpoint, sceneclip against rasterio.mask.
 
 A moto ThreadedMotoServer on 127.0.0.1 plays S3 (``AWS_ENDPOINT_URL`` + dummy credentials; GDAL is pointed
-at it by ``sceneclip.gdalenv.gdal_s3_options``). Uploaded there:
+at it by ``sceneclip.core.gdalenv.gdal_s3_options``). Uploaded there:
 
 * the real scenes in ../shared/data/real (skipped with a message when absent): the tiled Landsat 8 Iguazu
   band (256-pixel tiles) with Paraguay / Brazil / Argentina from naturalearth_lowres.shp and the tiny
@@ -61,7 +61,7 @@ class Case:
     local: Path  # local copy (block table, object size)
     key: str
     boundary_label: str
-    boundary: Any  # sceneclip.geometry.Boundary
+    boundary: Any  # sceneclip.core.geometry.Boundary
     layout: str = ""
     results: dict[str, Any] = field(default_factory=dict)
 
@@ -70,8 +70,8 @@ class Case:
 
 
 def real_cases() -> list[Case]:
-    from sceneclip.boundaries import load_boundary
-    from sceneclip.geometry import Boundary
+    from sceneclip.tools.vectors import load_boundary
+    from sceneclip.core.geometry import Boundary
 
     ne = REAL_DATA / "naturalearth_lowres.shp"
     iguazu = REAL_DATA / "landsat8_iguazu_b2_utm21n.tif"
@@ -102,7 +102,7 @@ def synthetic_cases(workdir: Path, size: int, bands: int) -> list[Case]:
 
     import rasterio
 
-    from sceneclip.geometry import Boundary
+    from sceneclip.core.geometry import Boundary
 
     path = write_synthetic(workdir / f"synthetic_{size}x{size}x{bands}_u16_cog.tif", size, bands, cog=True)
     cases = []
@@ -130,8 +130,8 @@ def ideal_bytes(case: Case, open_prefix: int) -> dict[str, Any]:
     from shapely.geometry import box
     from shapely.ops import unary_union
 
-    from sceneclip.clip import ClipOptions, RasterInfo, plan_clip
-    from sceneclip.geometry import to_raster_crs
+    from sceneclip.core.plan import ClipOptions, RasterInfo, plan_clip
+    from sceneclip.core.geometry import to_raster_crs
 
     with rasterio.open(case.local) as ds:
         info = RasterInfo.from_dataset(ds)
@@ -173,7 +173,7 @@ def ideal_bytes(case: Case, open_prefix: int) -> dict[str, Any]:
 
 def gdal_env(bucket: str) -> dict[str, Any]:
     """Exactly the pipeline's read settings (cloud options + this bucket uncached)."""
-    from sceneclip.gdalenv import gdal_s3_options, non_cached_option
+    from sceneclip.core.gdalenv import gdal_s3_options, non_cached_option
 
     opts = gdal_s3_options()
     opts.update(non_cached_option(bucket))
@@ -191,7 +191,7 @@ def open_bytes(case: Case) -> int:
 
 
 def measure(fn: Any) -> tuple[float, Any, Any]:
-    from sceneclip import netstats
+    from sceneclip.core import netstats
 
     netstats.clear_curl_cache()
     netstats.reset()
@@ -206,8 +206,9 @@ def run_case(case: Case, workdir: Path, repeat: int) -> None:
     from rasterio.warp import transform_geom
     from shapely.geometry import mapping
 
-    from sceneclip.clip import ClipOptions, run_clip
-    from sceneclip.cog import cog_options
+    from sceneclip.core.plan import ClipOptions
+    from sceneclip.core.clip import run_clip
+    from sceneclip.core.cog import cog_options
 
     vsis3 = f"/vsis3/{BUCKET}/{case.key}"
     out_sc, out_ref = workdir / "bench-clip-sceneclip.tif", workdir / "bench-clip-reference.tif"
@@ -251,7 +252,7 @@ def refetch_model(case: Case, chunk_size: int) -> int:
     """Bytes fetched if every chunk fetched every source block it touches, with no reuse across chunks."""
     import rasterio
 
-    from sceneclip.clip import chunk_grid
+    from sceneclip.core.plan import chunk_grid
 
     w = case.results["plan_window"]
     with rasterio.open(case.local) as ds:
@@ -269,7 +270,8 @@ def chunk_study(cases: list[Case]) -> str:
     """sceneclip's bytes fetched as a function of chunk_size and GDAL_CACHEMAX, against a no-reuse model."""
     import rasterio
 
-    from sceneclip.clip import ClipOptions, run_clip
+    from sceneclip.core.plan import ClipOptions
+    from sceneclip.core.clip import run_clip
 
     import tempfile
 
@@ -347,7 +349,7 @@ def main() -> None:
 
     import boto3
 
-    from sceneclip import netstats
+    from sceneclip.core import netstats
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
 

@@ -4,8 +4,8 @@ Every measurement runs in a FRESH interpreter (a cold start is a new process). C
 
 * python        — the interpreter alone (``-c pass``): start-up cost common to every case;
 * rasterio      — ``import rasterio``: the reference, the one import a rasterio function cannot avoid;
-* handler       — ``import sceneclip.handler``: what Lambda runs in its INIT phase;
-* handler+init  — the import + ``sceneclip.handler.get_app()``: settings, boto3 clients, the idempotency
+* handler       — ``import sceneclip.aws.handler``: what Lambda runs in its INIT phase;
+* handler+init  — the import + ``sceneclip.aws.handler.get_app()``: settings, boto3 clients, the idempotency
                   wrapper, the pipeline modules (everything the first invocation builds and warm ones reuse).
                   The SCENECLIP_* variables are valid and point at a moto server started once here;
                   get_app() opens no connection (checked once per layout: a connection would be reported).
@@ -88,12 +88,12 @@ if _case == "rasterio":
     import rasterio
     _t1 = time.perf_counter()
 elif _case in ("handler", "handler+init"):
-    import sceneclip.handler
+    import sceneclip.aws.handler
     _t1 = time.perf_counter()
     if _case == "handler+init":
-        _app = sceneclip.handler.get_app()
+        _app = sceneclip.aws.handler.get_app()
         _t2 = time.perf_counter()
-        assert sceneclip.handler.get_app() is _app
+        assert sceneclip.aws.handler.get_app() is _app
 _end = time.perf_counter()
 import json
 _forbidden = tuple(sys.argv[6].split(","))
@@ -316,7 +316,7 @@ def importtime_tables(layout: dict, env: dict[str, str], top_n: int) -> str:
             for key in ("incl_ms", "excl_ms"):
                 r[key] = median([next((x[key] for x in run if x["package"] == r["package"]), 0.0) for run in runs])
         rows = sorted(pkgs.values(), key=lambda r: -r["incl_ms"])
-        what = "import sceneclip.handler" if case == "handler" else "import sceneclip.handler; get_app()"
+        what = "import sceneclip.aws.handler" if case == "handler" else "import sceneclip.aws.handler; get_app()"
         out.append(f"\n`python -X importtime -c \"{what}\"`, by top-level package (median of 3; inclusive = "
                    f"outermost imports of the package with everything they pull in, so rows overlap; "
                    f"top {top_n} of {len(rows)}):\n")

@@ -4,7 +4,7 @@ A synthetic SIZE×SIZE×3 uint16 tiled (512) DEFLATE GeoTIFF (default 16384², 1
 once under --workdir, with an irregular boundary covering about half of it. Every measurement runs in a
 FRESH subprocess, so its peak RSS is that run's alone:
 
-* baseline          — only ``import rasterio, sceneclip.clip`` (interpreter + libraries);
+* baseline          — only ``import rasterio, sceneclip.core.clip`` (interpreter + libraries);
 * sceneclip spill   — ``run_clip(..., output=path)`` with defaults: the window is above memory_limit (512 MB)
                       so the intermediate and the COG go to tmpdir;
 * sceneclip in-mem  — the same with memory_limit above the window: intermediate and COG in /vsimem;
@@ -134,10 +134,10 @@ def child(mode: str, src_path: str, out_path: str, spill_dir: str) -> dict:
     phases = Phases()
     import rasterio
 
-    from sceneclip import clip as clipmod
-    from sceneclip import verify as verifymod
-    from sceneclip.cog import cog_options
-    from sceneclip.geometry import Boundary
+    from sceneclip.core import clip as clipmod
+    from sceneclip.core import verify as verifymod
+    from sceneclip.core.cog import cog_options
+    from sceneclip.core.geometry import Boundary
 
     result: dict = {"mode": mode}
     if mode == "baseline":

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-REAL_DATA = Path(os.environ.get("SCENECLIP_REAL_DATA", REPO.parent / "shared" / "data" / "real"))
+REAL_DATA = Path(os.environ.get("SCENECLIP_REAL_DATA", REPO / "tests" / "data" / "real"))
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_WORKDIR = REPO / ".cache" / "bench"
 
@@ -210,7 +210,7 @@ def moto_s3() -> Iterator[str]:
     """A moto ThreadedMotoServer on 127.0.0.1 (GDAL's libcurl cannot be intercepted by ``mock_aws``).
 
     Sets ``AWS_ENDPOINT_URL`` and dummy credentials in the environment: boto3 reads them directly, and
-    ``sceneclip.gdalenv.gdal_s3_options`` maps the endpoint for GDAL.
+    ``sceneclip.core.gdalenv.gdal_s3_options`` maps the endpoint for GDAL.
     """
     from moto.server import ThreadedMotoServer
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: the real data folder, synthetic rasters, and the rasterio.mask reference comparison."""
+"""Shared fixtures: the real data folder (tests/data/real), synthetic rasters, and the rasterio.mask reference comparison."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ import rasterio
 import rasterio.mask
 from rasterio.transform import from_origin
 
-REAL_DATA = Path(os.environ.get("SCENECLIP_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "real"))
+# The real data travels with the repository (tests/data/real, see its PROVENANCE.md): nothing is skipped.
+REAL_DATA = Path(os.environ.get("SCENECLIP_REAL_DATA", Path(__file__).resolve().parent / "data" / "real"))
 
 
 def real(name: str) -> str:
-    """Path of a file in ../shared/data/real, skipping the test with a clear reason when it is absent."""
+    """Path of a file in tests/data/real. A missing file is a broken checkout: fail, never skip."""
     path = REAL_DATA / name
-    if not path.exists():
-        pytest.skip(f"real test data {path} is absent (CI provides ../shared/data/real beside the clone)")
+    assert path.exists(), f"real test data {path} is missing (it is part of the repository)"
     return str(path)
 
 
@@ -105,7 +105,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def moto_endpoint():
-    """A ThreadedMotoServer on 127.0.0.1; AWS_ENDPOINT_URL points boto3 (and, via sceneclip.gdalenv, GDAL) at it."""
+    """A ThreadedMotoServer on 127.0.0.1; AWS_ENDPOINT_URL points boto3 (and, via sceneclip.core.gdalenv, GDAL) at it."""
     from moto.server import ThreadedMotoServer
 
     port = _free_port()

@@ -27,11 +27,11 @@ import boto3
 import pytest
 from click.testing import CliRunner
 
-from sceneclip import handler
-from sceneclip.backfill import decide, send_messages
-from sceneclip.cli_ops import backfill, redrive, status
-from sceneclip.local import load_template, parameter_defaults, provision
-from sceneclip.worker import Heartbeat, WorkerSummary, run_worker, sqs_event
+from sceneclip.aws import handler
+from sceneclip.aws.backfill import decide, send_messages
+from sceneclip.cli.ops import backfill, redrive, status
+from sceneclip.tools.local import load_template, parameter_defaults, provision
+from sceneclip.aws.worker import Heartbeat, WorkerSummary, run_worker, sqs_event
 
 from .conftest import real
 
@@ -127,7 +127,7 @@ def s3_proxy(moto_endpoint):
 @pytest.fixture
 def stack(moto_endpoint, s3_proxy, monkeypatch, tmp_path):
     """Template resources under unique names, a compiled county store, an archive of 20 scenes, the function's env."""
-    from sceneclip.store import build_store
+    from sceneclip.tools.store_build import build_store
 
     template = load_template(ROOT / "template.yaml")
     sfx = uuid.uuid4().hex[:8]
@@ -314,7 +314,7 @@ def test_worker_stops_cleanly_on_sigterm(stack):
     bucket, queue = stack["bucket"], stack["queue"]
     key = stack["good"][0]
     stack["sqs"].send_message(QueueUrl=queue, MessageBody=json.dumps({"bucket": bucket, "key": key}))
-    code = "from sceneclip.cli_ops import worker; worker()"
+    code = "from sceneclip.cli.ops import worker; worker()"
     proc = subprocess.Popen([sys.executable, "-c", code, "--queue", queue, "--concurrency", "2", "--wait-time", "1",
                              "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
     deadline = time.monotonic() + 60
@@ -380,7 +380,7 @@ def test_send_messages_resends_failed_entries():
 def test_sqs_event_is_what_powertools_reads(moto_endpoint):
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSEvent
 
-    from sceneclip.events import is_sqs_event, parse_sqs_body
+    from sceneclip.aws.events import is_sqs_event, parse_sqs_body
 
     sqs = boto3.client("sqs")
     url = sqs.create_queue(QueueName=f"shape-{uuid.uuid4().hex[:8]}")["QueueUrl"]

@@ -14,12 +14,14 @@ from rasterio.transform import from_origin
 from rasterio.warp import transform_geom
 from shapely.geometry import box, mapping, shape
 
-from sceneclip import batch as batch_mod
-from sceneclip.batch import BatchJob, batch, jobs_from_manifest, jobs_from_sources, run_batch, safe_name
-from sceneclip.boundaries import load_boundary
-from sceneclip.clip import ClipOptions, run_clip
+from sceneclip.tools import batch as batch_mod
+from sceneclip.cli.batch import batch
+from sceneclip.tools.batch import BatchJob, jobs_from_manifest, jobs_from_sources, run_batch, safe_name
+from sceneclip.tools.vectors import load_boundary
+from sceneclip.core.plan import ClipOptions
+from sceneclip.core.clip import run_clip
 from sceneclip.errors import ConfigError
-from sceneclip.geometry import to_raster_crs
+from sceneclip.core.geometry import to_raster_crs
 
 from .conftest import REAL_DATA, assert_matches_reference, real
 from .test_stac import validate_item_dict
@@ -58,9 +60,17 @@ def _fresh_worker_caches():
     yield
 
 
+# The real rasters of tests/data/real, listed so a file added for another test does not change this batch.
+BATCH_SCENES = (
+    "aster_dem_exploradores_utm18s.tif", "landsat7_bahamas_rgb_utm18n.tif", "landsat7_everest_b4_utm45n.tif",
+    "landsat8_iguazu_b2_utm21n.tif", "landsat_aleutians_antimeridian_utm60n.tif", "landsat_rmnp_rgb_wgs84.tif",
+    "sentinel1_pugetsound_float_nan_utm10n.tif", "sentinel2_libya_b09_utm34n.tif", "terrain_rmnp_dem_wgs84.tif",
+)
+
+
 def _real_jobs(out: Path) -> list[BatchJob]:
     """Real scenes × overlapping NE countries and Colorado counties, plus a manifest of whole-layer boundaries."""
-    scenes = str(REAL_DATA / "*.tif")
+    scenes = [real(name) for name in BATCH_SCENES]
     jobs = jobs_from_sources(scenes, real(NE), "name", str(out / "countries"))
     rmnp = [real("landsat_rmnp_rgb_wgs84.tif"), real("terrain_rmnp_dem_wgs84.tif")]
     jobs += jobs_from_sources(rmnp, real("colorado_counties.geojson"), "name", str(out / "counties"))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from sceneclip.cli import main
+from sceneclip.cli.main import main
 
 from .conftest import real
 

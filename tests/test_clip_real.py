@@ -9,9 +9,10 @@ import shapely
 from rio_cogeo.cogeo import cog_validate
 from shapely.geometry import MultiPolygon, Polygon
 
-from sceneclip.boundaries import load_boundary
-from sceneclip.clip import ClipOptions, run_clip
-from sceneclip.geometry import Boundary, to_raster_crs
+from sceneclip.tools.vectors import load_boundary
+from sceneclip.core.plan import ClipOptions
+from sceneclip.core.clip import run_clip
+from sceneclip.core.geometry import Boundary, to_raster_crs
 
 from .conftest import assert_matches_reference, real
 

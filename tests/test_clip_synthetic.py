@@ -12,7 +12,8 @@ from rasterio.transform import from_origin
 from rio_cogeo.cogeo import cog_validate
 from shapely.geometry import LineString, Point, Polygon, box
 
-from sceneclip.clip import ClipOptions, RasterInfo, clip_to_cog, plan_clip, run_clip
+from sceneclip.core.plan import ClipOptions, RasterInfo, plan_clip
+from sceneclip.core.clip import clip_to_cog, run_clip
 from sceneclip.errors import (
     EmptyGeometryError,
     InvalidOptionsError,
@@ -20,7 +21,7 @@ from sceneclip.errors import (
     NoOverlapError,
     RasterReadError,
 )
-from sceneclip.geometry import Boundary
+from sceneclip.core.geometry import Boundary
 
 from .conftest import assert_matches_reference
 
@@ -99,7 +100,7 @@ def test_missing_boundary_crs_from_file(tmp_path, make_raster):
     import geopandas as gpd
 
     gpd.GeoDataFrame(geometry=[box(X0, Y0 - 300, X0 + 300, Y0)]).to_file(tmp_path / "nocrs.shp")
-    from sceneclip.boundaries import load_boundary
+    from sceneclip.tools.vectors import load_boundary
 
     with pytest.raises(MissingCRSError, match="no CRS"):
         load_boundary(str(tmp_path / "nocrs.shp"))

@@ -1,4 +1,4 @@
-"""sceneclip.cogcheck.validate_cog against rio-cogeo's cog_validate on valid and invalid GeoTIFFs.
+"""sceneclip.core.cogcheck.validate_cog against rio-cogeo's cog_validate on valid and invalid GeoTIFFs.
 
 The runtime validator exists so the Lambda layer does not carry rio-cogeo (and morecantile, pyproj, pydantic);
 rio-cogeo stays a test dependency precisely so that every verdict here is checked against it.
@@ -19,7 +19,7 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window
 from rio_cogeo.cogeo import cog_validate
 
-from sceneclip.cogcheck import validate_cog
+from sceneclip.core.cogcheck import validate_cog
 
 RNG = np.random.default_rng(7)
 # The PNG and the hand-made .ovr are not georeferenced on purpose.

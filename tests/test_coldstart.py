@@ -30,7 +30,7 @@ SCRIPT = textwrap.dedent(
     forbidden = tuple(sys.argv[1].split(","))
     loaded = lambda: sorted(m for m in sys.modules if m.split(".")[0] in forbidden)
 
-    import sceneclip.handler as handler
+    import sceneclip.aws.handler as handler
 
     after_import = loaded()
     first = handler.get_app()
@@ -75,7 +75,7 @@ def test_handler_import_is_light_and_app_is_reused(tmp_path, tracing):
     )
     assert proc.returncode == 0, f"cold start failed:\n{proc.stdout}\n{proc.stderr}"
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["after_import"] == [], f"importing sceneclip.handler imported tooling: {out['after_import']}"
+    assert out["after_import"] == [], f"importing sceneclip.aws.handler imported tooling: {out['after_import']}"
     assert out["after_init"] == [], f"get_app() imported tooling: {out['after_init']}"
     assert out["connects"] == [], f"get_app() opened connections: {out['connects']}"
     assert out["same_app"] and out["cached"], "get_app() must build once and reuse the app on warm invocations"

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from sceneclip.errors import PermanentError
-from sceneclip.events import (
+from sceneclip.aws.events import (
     InvalidEventError,
     SceneRef,
     is_sqs_event,

@@ -9,10 +9,11 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window
 from shapely.geometry import Polygon
 
-from sceneclip import netstats
-from sceneclip.clip import ClipOptions, clip_to_cog
-from sceneclip.gdalenv import gdal_s3_options
-from sceneclip.geometry import Boundary
+from sceneclip.core import netstats
+from sceneclip.core.plan import ClipOptions
+from sceneclip.core.clip import clip_to_cog
+from sceneclip.core.gdalenv import gdal_s3_options
+from sceneclip.core.geometry import Boundary
 
 netstats.enable()
 

@@ -1,7 +1,7 @@
 """The geo Lambda layer alone is enough to clip: build it (or reuse the cached build), unpack the zip the way
 Lambda does (into an ``opt/python`` directory, symlinks kept), and in a clean Python 3.12 interpreter whose
 ``sys.path`` is only the standard library + the unpacked layer + ``src/`` run one real clip
-(``sceneclip.clip.run_clip``, verified COG included). Then, in the same interpreter, add what Lambda adds
+(``sceneclip.core.clip.run_clip``, verified COG included). Then, in the same interpreter, add what Lambda adds
 around our layer — the AWS Powertools layer and the runtime's boto3 (stand-ins the build keeps under
 ``layers/build/<arch>/powertools`` and ``runtime``) — and import the handler and the modules it loads on first
 use. No tooling (geopandas, pandas, pyogrio, moto, pyproj) may be imported on the way.
@@ -32,11 +32,11 @@ OUT = ROOT / "layers" / "build"
 SRC = ROOT / "src"
 # Tooling that must never be pulled in by the runtime path (each costs cold-start time and layer space).
 FORBIDDEN = ("geopandas", "pandas", "pyogrio", "moto", "pyproj")
-# Dropped from the layer to fit the 150 MB budget (sceneclip.cogcheck replaces rio-cogeo's cog_validate) or
+# Dropped from the layer to fit the 150 MB budget (sceneclip.core.cogcheck replaces rio-cogeo's cog_validate) or
 # shipped by the Lambda runtime.
 NOT_IN_LAYER = ("rio-cogeo", "morecantile", "pyproj", "pydantic", "pydantic-core", "python-dateutil", "six")
 # Modules of ours imported in the Lambda-like phase when they exist: the handler and what it loads on first use.
-HANDLER_MODULES = ("sceneclip.handler", "sceneclip.pipeline", "sceneclip.stac")
+HANDLER_MODULES = ("sceneclip.aws.handler", "sceneclip.aws.pipeline", "sceneclip.core.stac")
 
 
 def _load_build_module():
@@ -135,8 +135,8 @@ from rasterio.warp import transform_geom
 from shapely.geometry import box, mapping, shape
 
 import sceneclip
-import sceneclip.clip
-import sceneclip.geometry
+import sceneclip.core.clip
+import sceneclip.core.geometry
 
 loaded_from = {m.__name__: m.__file__ for m in (np, rasterio, shapely)}
 for name, path in loaded_from.items():
@@ -156,8 +156,8 @@ with rasterio.open(src_path, "w", driver="GTiff", width=512, height=512, count=3
 # The boundary in WGS84 (reprojected by GDAL/PROJ with rasterio's proj.db); run_clip takes it back to UTM.
 utm_box = box(500000 + 1000, 5000000 - 3000, 500000 + 3000, 5000000 - 1000)
 polygon = shape(transform_geom("EPSG:32633", "EPSG:4326", mapping(utm_box)))
-boundary = sceneclip.geometry.Boundary.from_geometries([polygon], "EPSG:4326")
-result = sceneclip.clip.run_clip(src_path, boundary, sceneclip.clip.ClipOptions())
+boundary = sceneclip.core.geometry.Boundary.from_geometries([polygon], "EPSG:4326")
+result = sceneclip.core.clip.run_clip(src_path, boundary, sceneclip.core.clip.ClipOptions())
 record = result.record
 clip = {"status": record.status, "error": record.error, "checks": record.checks,
         "shape": [record.count, record.height, record.width]}
@@ -240,11 +240,9 @@ def test_clip_with_layer_alone_in_clean_interpreter(clean_run):
 
 
 def test_handler_imports_with_layer_powertools_and_runtime(clean_run):
-    if not (SRC / "sceneclip" / "handler.py").exists():
-        pytest.skip("src/sceneclip/handler.py does not exist yet")
     handler = clean_run["handler"]
     if handler["skipped"]:
         pytest.skip(handler["skipped"])
     assert handler["errors"] == {}, handler["errors"]
-    assert "sceneclip.handler" in handler["imported"]
+    assert "sceneclip.aws.handler" in handler["imported"]
     assert clean_run["forbidden"] == [], f"handler path imported tooling: {clean_run['forbidden']}"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from sceneclip import handler
-from sceneclip.cli import main
-from sceneclip.local import Resolver, function_spec, load_template, parameter_defaults
+from sceneclip.aws import handler
+from sceneclip.cli.main import main
+from sceneclip.tools.local import Resolver, function_spec, load_template, parameter_defaults
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_function_spec_reads_handler_and_environment_from_template():
     template = load_template(ROOT / "template.yaml")
     spec = function_spec(template, "ClipFunction", Resolver(parameter_defaults(template, {"OutputPrefix": "out/"})))
-    assert spec.handler == "sceneclip.handler.lambda_handler"
+    assert spec.handler == "sceneclip.aws.handler.lambda_handler"
     env = spec.environment
     for name in ("SCENECLIP_OUTPUT_BUCKET", "SCENECLIP_OUTPUT_PREFIX", "SCENECLIP_BOUNDARIES", "SCENECLIP_REGION_PATTERN",
                  "SCENECLIP_RECORDS_TABLE", "SCENECLIP_IDEMPOTENCY_TABLE", "SCENECLIP_ALL_TOUCHED"):

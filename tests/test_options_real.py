@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import rasterio
 
-from sceneclip.boundaries import load_boundary
-from sceneclip.clip import ClipOptions, run_clip
-from sceneclip.geometry import to_raster_crs
+from sceneclip.tools.vectors import load_boundary
+from sceneclip.core.plan import ClipOptions
+from sceneclip.core.clip import run_clip
+from sceneclip.core.geometry import to_raster_crs
 
 from .conftest import assert_matches_reference, real
 

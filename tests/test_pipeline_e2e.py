@@ -15,8 +15,8 @@ import boto3
 import pytest
 import rasterio
 
-from sceneclip import handler
-from sceneclip.local import LocalContext, load_template, provision, retarget_event
+from sceneclip.aws import handler
+from sceneclip.tools.local import LocalContext, load_template, provision, retarget_event
 
 from .conftest import real
 
@@ -29,7 +29,7 @@ COUNTIES = ["Boulder", "Grand", "Jackson", "Larimer"]
 @pytest.fixture
 def stack(moto_endpoint, monkeypatch, tmp_path):
     """Buckets, queues, tables from the template + a compiled boundary store + the function's environment."""
-    from sceneclip.store import build_store
+    from sceneclip.tools.store_build import build_store
 
     sfx = uuid.uuid4().hex[:8]
     names = {
@@ -99,11 +99,11 @@ def test_s3_put_spatial_lookup_multi_region(stack):
     recs = {r["region"]: r for r in records(stack)}
     assert set(recs) == set(COUNTIES)
     larimer = recs["Larimer"]
-    assert larimer["status"] == "ok" and larimer["scene"] == f"s3://{stack['names']['InputBucket']}/{SCENE_KEY}"
+    assert larimer["status"] == "ok" and larimer["source"] == f"s3://{stack['names']['InputBucket']}/{SCENE_KEY}"
     assert larimer["source_etag"] == etag and larimer["source_version"] == version
-    assert larimer["output_uri"].endswith("clipped/Larimer/scenes/rmnp/rmnp-rgb.tif") and larimer["output_etag"]
+    assert larimer["output"].endswith("clipped/Larimer/scenes/rmnp/rmnp-rgb.tif") and larimer["output_etag"]
     assert 0 < larimer["bytes_fetched"] and larimer["requests"] > 0 and larimer["peak_memory_mb"] > 0
-    assert larimer["output_size"] == head["ContentLength"]
+    assert larimer["size_bytes"] == head["ContentLength"]
     # The COG in the bucket is the verified one: same sha256, and GDAL reads it back over /vsis3/.
     import hashlib
 

@@ -8,11 +8,12 @@ import rasterio
 import rasterio.mask
 from shapely.geometry import box
 
-from sceneclip.boundaries import load_boundary
-from sceneclip.clip import ClipOptions, run_clip
+from sceneclip.tools.vectors import load_boundary
+from sceneclip.core.plan import ClipOptions
+from sceneclip.core.clip import run_clip
 from sceneclip.errors import InvalidOptionsError, NoOverlapError, OutputTooLargeError, RasterReadError
-from sceneclip.geometry import Boundary, to_raster_crs
-from sceneclip.read import ClipArray, in_memory_bytes, read_clip
+from sceneclip.core.geometry import Boundary, to_raster_crs
+from sceneclip.core.read import ClipArray, in_memory_bytes, read_clip
 
 from .conftest import assert_aligned_equal, real
 from .test_options_real import CASES, IDS, INVERT_CASES, PAD_CASES, _ids

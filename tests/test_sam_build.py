@@ -77,10 +77,13 @@ def test_sam_build_without_container(tmp_path):
     assert "Build Succeeded" in proc.stdout + proc.stderr
 
     func = build / "ClipFunction"
-    assert (func / "sceneclip" / "handler.py").is_file()
-    assert (func / "sceneclip" / "pipeline.py").is_file()
+    assert (func / "sceneclip" / "aws" / "handler.py").is_file()
+    assert (func / "sceneclip" / "aws" / "pipeline.py").is_file()
+    assert (func / "sceneclip" / "core" / "clip.py").is_file()
+    # The Lambda package is errors + core + aws only: the tooling layers never ship.
+    assert not (func / "sceneclip" / "tools").exists() and not (func / "sceneclip" / "cli").exists()
     assert not list(func.rglob("*.egg-info")), "packaging metadata of the dev install leaked into the function"
-    assert (func / "sceneclip" / "__pycache__" / "handler.cpython-312.pyc").is_file(), "function ships 3.12 bytecode"
+    assert (func / "sceneclip" / "aws" / "__pycache__" / "handler.cpython-312.pyc").is_file(), "function ships 3.12 bytecode"
     assert not (func / "Makefile").exists()
 
     layer = build / "GeoLayer" / "python"

@@ -16,10 +16,10 @@ from rasterio.warp import transform as warp_transform
 from referencing import Registry, Resource
 from shapely.geometry import Polygon, box, shape
 
-from sceneclip.boundaries import load_boundary
-from sceneclip.clip import run_clip
-from sceneclip.geometry import Boundary
-from sceneclip.stac import StacError, item_path_for, make_item, write_item
+from sceneclip.tools.vectors import load_boundary
+from sceneclip.core.clip import run_clip
+from sceneclip.core.geometry import Boundary
+from sceneclip.core.stac import StacError, item_path_for, make_item, write_item
 
 from .conftest import real
 

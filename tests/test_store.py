@@ -15,8 +15,8 @@ import shapely
 from click.testing import CliRunner
 from shapely.geometry import Polygon, box, mapping
 
-from sceneclip import store as store_mod
-from sceneclip.cli_boundaries import boundaries
+from sceneclip.aws import store as store_mod
+from sceneclip.cli.boundaries import boundaries
 from sceneclip.errors import (
     BoundaryError,
     ConfigError,
@@ -25,16 +25,9 @@ from sceneclip.errors import (
     SourceUnavailableError,
     UnknownRegionError,
 )
-from sceneclip.geometry import Boundary, raster_footprint
-from sceneclip.store import (
-    FORMAT,
-    BoundaryStore,
-    build_store,
-    compile_regions,
-    get_store,
-    region_slug,
-    region_text,
-)
+from sceneclip.core.geometry import Boundary, raster_footprint
+from sceneclip.aws.store import FORMAT, BoundaryStore, get_store
+from sceneclip.tools.store_build import build_store, compile_regions, region_slug, region_text
 from tests.conftest import real
 
 PYTHON = sys.executable
@@ -482,8 +475,8 @@ def test_runtime_imports_no_geopandas(s3_bucket, ne_store_dir):
     code = textwrap.dedent(
         f"""
         import sys, rasterio
-        from sceneclip.store import BoundaryStore, get_store
-        from sceneclip.geometry import raster_footprint
+        from sceneclip.aws.store import BoundaryStore, get_store
+        from sceneclip.core.geometry import raster_footprint
         for uri in [{ne_store_dir!r}, "s3://{bucket}/w"]:
             store = get_store(uri)
             assert get_store(uri) is store
@@ -492,7 +485,7 @@ def test_runtime_imports_no_geopandas(s3_bucket, ne_store_dir):
                 fp = raster_footprint(tuple(ds.bounds), ds.crs, store.crs)
             assert store.intersecting(fp) == ["China", "Nepal"], store.intersecting(fp)
             BoundaryStore.load(uri).bbox("Nepal")
-        from sceneclip.cli_boundaries import boundaries
+        from sceneclip.cli.boundaries import boundaries
         heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("geopandas", "pandas", "pyogrio", "pyproj"))
         print("HEAVY", heavy)
         """
@@ -543,8 +536,9 @@ def test_cli_build_reports_dropped_features(tmp_path):
 
 def test_region_hash_is_the_same_from_file_and_from_store(tmp_path):
     """A record's boundary content_hash identifies the region however it was loaded (CLI/batch vs Lambda)."""
-    from sceneclip.boundaries import load_boundary
-    from sceneclip.store import BoundaryStore, build_store
+    from sceneclip.tools.vectors import load_boundary
+    from sceneclip.aws.store import BoundaryStore
+    from sceneclip.tools.store_build import build_store
 
     vector = real("naturalearth_lowres.shp")
     build_store(vector, "name", str(tmp_path / "store"))

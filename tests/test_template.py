@@ -270,7 +270,7 @@ def test_function_environment(template: dict[str, Any]) -> None:
 
 def test_function_basics(template: dict[str, Any]) -> None:
     props = Stack(template).props("ClipFunction")
-    assert props["Handler"] == "sceneclip.handler.lambda_handler"
+    assert props["Handler"] == "sceneclip.aws.handler.lambda_handler"
     assert props["CodeUri"] == "src/"
     assert props["Runtime"] == "python3.12"
     assert props["Tracing"] == "Active"

@@ -97,6 +97,10 @@ class UploadError(TransientError):
     """Writing the output failed for a reason that may pass."""
 
 
+class UnexpectedError(TransientError):
+    """A bug or an unforeseen fault: recorded, then retried (bounded by the queue's redrive count)."""
+
+
 _TRANSIENT_MARKERS = (
     "http response code: 5",
     "http response code: 429",

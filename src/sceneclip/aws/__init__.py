@@ -1,0 +1,1 @@
+"""AWS glue: boto3 and Powertools over the core (the Lambda package is errors + core + aws)."""

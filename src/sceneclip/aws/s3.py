@@ -1,0 +1,133 @@
+"""S3 I/O for the pipeline: find the scene version, pick the GDAL path, upload the output.
+
+boto3 honours ``AWS_ENDPOINT_URL`` itself; GDAL gets the same endpoint through ``sceneclip.core.gdalenv``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sceneclip.errors import PermanentError, RasterReadError, SceneclipError, SourceUnavailableError, UploadError
+
+COG_CONTENT_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
+
+# AWS error codes that describe a fault which may pass on retry (shared with the boundary store).
+TRANSIENT_AWS_CODES = frozenset({
+    "SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "RequestTimeTooSkewed", "Throttling",
+    "ThrottlingException", "ProvisionedThroughputExceededException", "RequestLimitExceeded", "TooManyRequestsException",
+    "500", "502", "503", "504",
+})
+
+
+def aws_error_code(exc: BaseException) -> str:
+    """The error code of a botocore ClientError (its HTTP status when the code is empty), else the class name."""
+    from botocore.exceptions import ClientError
+
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return code or str(status or "")
+    return type(exc).__name__
+
+
+class AccessDeniedError(PermanentError):
+    """The function's role may not read or write the object (fix the policy, then redrive)."""
+
+
+def classify_aws_error(exc: BaseException, what: str, *, transient_cls: type[SceneclipError] = SourceUnavailableError) -> SceneclipError:
+    """botocore errors → our typed errors: throttling/5xx/connection are transient, the rest permanent."""
+    from botocore.exceptions import BotoCoreError, ClientError, ConnectionError as BotoConnectionError
+
+    if isinstance(exc, ClientError):
+        code = aws_error_code(exc)
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in TRANSIENT_AWS_CODES or (isinstance(status, int) and status >= 500):
+            return transient_cls(f"{what}: {code} (will retry)")
+        if code in ("AccessDenied", "403", "AllAccessDisabled"):
+            return AccessDeniedError(f"{what}: access denied; check the function's IAM policy")
+        if code in ("NoSuchKey", "404", "NotFound", "NoSuchVersion", "NoSuchBucket"):
+            return RasterReadError(f"{what}: not found ({code}); was it deleted after the event?")
+        return PermanentError(f"{what}: {code}: {exc}")
+    if isinstance(exc, (BotoConnectionError, BotoCoreError)):
+        return transient_cls(f"{what}: {exc}")
+    return transient_cls(f"{what}: {exc}")
+
+
+@dataclass(frozen=True)
+class SceneObject:
+    """The exact object version a clip reads."""
+
+    bucket: str
+    key: str
+    version_id: str | None
+    etag: str
+    size: int
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+def head_scene(s3: Any, bucket: str, key: str, version_id: str | None = None) -> SceneObject:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
+    if version_id and version_id != "null":
+        kwargs["VersionId"] = version_id
+    try:
+        head = s3.head_object(**kwargs)
+    except (ClientError, BotoCoreError) as exc:
+        raise classify_aws_error(exc, f"s3://{bucket}/{key}") from exc
+    version = head.get("VersionId")
+    return SceneObject(
+        bucket=bucket,
+        key=key,
+        version_id=None if version in (None, "null") else version,
+        etag=str(head.get("ETag", "")).strip('"'),
+        size=int(head.get("ContentLength", 0)),
+    )
+
+
+def gdal_source(s3: Any, obj: SceneObject) -> tuple[str, dict[str, str]]:
+    """(path GDAL opens, extra GDAL options). /vsis3/ cannot name a version, so a versioned object is read
+    through a presigned /vsicurl/ URL that pins exactly the version the event announced."""
+    if not obj.version_id:
+        return f"/vsis3/{obj.bucket}/{obj.key}", {}
+    url = s3.generate_presigned_url(
+        "get_object", Params={"Bucket": obj.bucket, "Key": obj.key, "VersionId": obj.version_id}, ExpiresIn=3600
+    )
+    # A URL signed for GET refuses HEAD; GDAL must size the file with a ranged GET instead.
+    return f"/vsicurl/{url}", {"CPL_VSIL_CURL_USE_HEAD": "NO"}
+
+
+def upload(s3: Any, fileobj: Any, bucket: str, key: str, *, content_type: str, metadata: dict[str, str]) -> str:
+    """boto3 managed transfer (multipart above 64 MB, aborted on failure, so no partial object). Returns ETag."""
+    from boto3.s3.transfer import TransferConfig
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    config = TransferConfig(multipart_threshold=64 * 1024 * 1024, multipart_chunksize=16 * 1024 * 1024)
+    meta = {k: _ascii(v) for k, v in metadata.items() if v is not None}
+    try:
+        s3.upload_fileobj(fileobj, bucket, key, ExtraArgs={"ContentType": content_type, "Metadata": meta}, Config=config)
+        head = s3.head_object(Bucket=bucket, Key=key)
+    except (ClientError, BotoCoreError) as exc:
+        raise classify_aws_error(exc, f"upload to s3://{bucket}/{key}", transient_cls=UploadError) from exc
+    except Exception as exc:  # S3UploadFailedError wraps the ClientError
+        raise classify_aws_error(exc, f"upload to s3://{bucket}/{key}", transient_cls=UploadError) from exc
+    return str(head.get("ETag", "")).strip('"')
+
+
+def put_json(s3: Any, bucket: str, key: str, doc: dict[str, Any]) -> None:
+    import io
+
+    upload(s3, io.BytesIO(json.dumps(doc, indent=1).encode()), bucket, key, content_type="application/json", metadata={})
+
+
+def _ascii(value: Any) -> str:
+    """S3 user metadata must be ASCII: percent-encode the rest (keys may hold any Unicode)."""
+    from urllib.parse import quote
+
+    text = str(value)
+    return text if text.isascii() else quote(text, safe="/:=+-_.~ ")

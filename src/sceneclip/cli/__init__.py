@@ -1,0 +1,1 @@
+"""The click command line: thin wrappers over tools, aws and core."""

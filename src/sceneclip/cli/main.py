@@ -1,0 +1,128 @@
+"""The ``sceneclip`` command line: parses options and calls the core, nothing else (rio-cogeo's model)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import click
+
+from sceneclip import __version__
+from sceneclip.cli.options import fail, build_options, clip_options
+from sceneclip.errors import SceneclipError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="sceneclip")
+def main() -> None:
+    """sceneclip: clip satellite scenes to region boundaries as verified Cloud Optimized GeoTIFFs.
+
+    The same core runs here, in the AWS Lambda function and in the batch/backfill tools.
+    """
+
+
+@main.command()
+@click.argument("source")
+@click.argument("boundary")
+@click.argument("output", type=click.Path(dir_okay=False))
+@click.option("--layer", default=None, help="Layer of a multi-layer boundary file (GeoPackage).")
+@click.option("--region-field", default=None, help="Attribute that names regions, e.g. 'name'.")
+@click.option("--region", default=None, help="Value of --region-field to clip to, e.g. 'Bahamas'.")
+@clip_options
+@click.option("--json", "as_json", is_flag=True, help="Print the verification record as JSON on stdout.")
+@click.option("--overwrite/--no-overwrite", default=True, show_default=True, help="Replace OUTPUT if it exists.")
+def clip(source: str, boundary: str, output: str, layer: str | None, region_field: str | None, region: str | None,
+         as_json: bool, overwrite: bool, **opts: Any) -> None:
+    """Clip SOURCE to BOUNDARY and write a verified COG to OUTPUT.
+
+    SOURCE is any raster rasterio opens: a local path, /vsis3/bucket/key or s3://bucket/key
+    (AWS_ENDPOINT_URL retargets S3). BOUNDARY is any vector file geopandas reads.
+
+    Exit status 0 when every verification check holds; 1 with a one-line reason on stderr, and no OUTPUT
+    file, for bad input or a failed check.
+
+    \b
+    Example:
+      sceneclip clip scene.tif countries.shp bahamas.tif --region-field name --region Bahamas --json
+    """
+    import rasterio
+
+    from sceneclip.tools.vectors import load_boundary
+    from sceneclip.core.clip import run_clip
+    from sceneclip.core.gdalenv import gdal_s3_options
+
+    if os.path.exists(output) and not overwrite:
+        fail(f"{output} exists (use --overwrite)")
+    try:
+        options = build_options(**opts)
+        bnd = load_boundary(boundary, layer=layer, region_field=region_field, region=region)
+    except SceneclipError as exc:
+        fail(str(exc))
+    env = gdal_s3_options() if source.startswith(("s3://", "/vsis3/")) else {}
+    with rasterio.Env(**env):
+        result = run_clip(source, bnd, options, output=output)
+    if as_json:
+        click.echo(result.record.to_json(indent=2))
+    if not result.record.ok:
+        fail(result.record.error or "clip failed")
+    if not as_json:
+        rec = result.record
+        click.echo(
+            f"{output}: {rec.width}x{rec.height}x{rec.count} {rec.dtype}, {rec.valid_pixels} valid pixels "
+            f"({rec.valid_fraction:.1%}), {rec.size_bytes} bytes, all checks passed",
+            err=True,
+        )
+
+
+@main.command()
+@click.argument("function_id", default="ClipFunction")
+@click.option("-e", "--event", "event_path", required=True, type=click.Path(dir_okay=False, allow_dash=True),
+              help="Event JSON file (e.g. events/s3-put.json), or - for stdin.")
+@click.option("-n", "--env-vars", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="SAM env-vars JSON: {\"ClipFunction\": {\"VAR\": \"value\"}, \"Parameters\": {...}}.")
+@click.option("-t", "--template", "template_path", default="template.yaml", show_default=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--parameter-overrides", multiple=True, metavar="KEY=VALUE", help="Template parameter values.")
+def invoke(function_id: str, event_path: str, env_vars: str | None, template_path: str, parameter_overrides: tuple[str, ...]) -> None:
+    """Run FUNCTION_ID's handler here, the way `sam local invoke` does, without Docker.
+
+    The handler and its environment come from the template (parameter defaults resolved), then the
+    env-vars file on top. AWS_ENDPOINT_URL points boto3 and GDAL at moto, LocalStack or MinIO.
+
+    \b
+    Example:
+      sceneclip invoke ClipFunction -e events/s3-put.json --env-vars env.json
+    """
+    from sceneclip.tools.local import invoke as local_invoke
+
+    event = json.load(sys.stdin if event_path == "-" else open(event_path))
+    overrides = dict(p.split("=", 1) for p in parameter_overrides)
+    try:
+        response = local_invoke(function_id, event, template_path=template_path, env_vars=env_vars, parameter_overrides=overrides)
+    except SceneclipError as exc:
+        fail(f"{exc.error_type}: {exc}")
+    _echo_json(response)
+
+
+def _register_subcommands() -> None:
+    """Command groups that live in their own modules (kept out of this file so each stays small)."""
+    from sceneclip.cli.boundaries import boundaries
+
+    main.add_command(boundaries)
+    from sceneclip.cli.batch import batch
+    from sceneclip.cli.ops import COMMANDS as ops_commands  # backfill, worker, redrive, status
+
+    main.add_command(batch)
+    for command in ops_commands:
+        main.add_command(command)
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+_register_subcommands()
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

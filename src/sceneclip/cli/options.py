@@ -1,0 +1,49 @@
+"""Options and error output shared by every sceneclip command (clip, batch, boundaries, ops).
+
+Kept apart from ``cli.py`` so command modules can import them without importing the command group.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from sceneclip.core.cog import COG_PROFILES, RESAMPLING_CHOICES
+
+EXIT_FAILED = 1  # verification or input failure: a failed record was produced
+EXIT_USAGE = 2  # click's own code for bad options
+
+
+def fail(message: str, code: int = EXIT_FAILED) -> None:
+    click.echo(f"sceneclip: error: {' '.join(message.split())}", err=True)
+    sys.exit(code)
+
+
+def clip_options(f: Any) -> Any:
+    """Options shared by every command that clips (clip, batch)."""
+    decorators = [
+        click.option("--all-touched", is_flag=True, help="Keep every pixel the boundary touches, not only those whose centre is inside."),
+        click.option("--invert", is_flag=True, help="Keep the outside, blank the inside (exclusion zones). Output extent is the raster's."),
+        click.option("--crop/--no-crop", default=True, show_default=True, help="--no-crop keeps the full raster extent and only masks."),
+        click.option("--pad", is_flag=True, help="Widen the crop window by half a pixel (rasterio's pad), for thin or tiny polygons."),
+        click.option("--nodata", type=float, default=None, help="Output nodata. Default: the source's; NaN for floats; an internal mask for integers."),
+        click.option("--profile", "cog_profile", type=click.Choice(sorted(COG_PROFILES)), default="deflate", show_default=True, help="COG compression."),
+        click.option("--resampling", type=click.Choice(RESAMPLING_CHOICES), default=None, help="Overview resampling. Default: average, or nearest for paletted (categorical) data."),
+        click.option("--tmpdir", type=click.Path(file_okay=False), default=None, envvar="SCENECLIP_TMPDIR", help="Where large clips spill instead of RAM. [env SCENECLIP_TMPDIR]"),
+        click.option("--memory-limit", type=click.IntRange(min=1), default=256, show_default=True, envvar="SCENECLIP_MEMORY_LIMIT_MB", help="MB of uncompressed window kept in memory; larger clips spill to --tmpdir."),
+    ]
+    for d in reversed(decorators):
+        f = d(f)
+    return f
+
+
+def build_options(all_touched: bool, invert: bool, crop: bool, pad: bool, nodata: float | None, cog_profile: str,
+                  resampling: str | None, tmpdir: str | None, memory_limit: int) -> Any:
+    from sceneclip.core.plan import MIB, ClipOptions
+
+    return ClipOptions(
+        all_touched=all_touched, invert=invert, crop=crop and not invert, pad=pad, nodata=nodata,
+        profile=cog_profile, resampling=resampling, tmpdir=tmpdir, memory_limit=memory_limit * MIB,
+    )

@@ -1,0 +1,82 @@
+"""Cloud Optimized GeoTIFF creation profiles, as data (the rio-cogeo model: look up by name, override by keyword).
+
+GDAL's COG driver defaults to LZW and CUBIC overviews; both are wrong for analysis-ready data (LZW is slower
+and larger than DEFLATE with a predictor, CUBIC invents values). Every option is therefore set explicitly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import rasterio.shutil
+
+BLOCKSIZE = 512
+
+COG_PROFILES: dict[str, dict[str, Any]] = {
+    "deflate": {"COMPRESS": "DEFLATE", "LEVEL": 6},
+    "zstd": {"COMPRESS": "ZSTD", "LEVEL": 9},
+    "lzw": {"COMPRESS": "LZW"},
+}
+
+RESAMPLING_CHOICES = ("average", "nearest", "mode", "bilinear", "cubic", "min", "max", "rms")
+
+
+def predictor_for(dtype: str) -> str:
+    """Horizontal differencing for integers, floating-point predictor for floats."""
+    return "FLOATING_POINT" if np.dtype(dtype).kind == "f" else "STANDARD"
+
+
+def default_resampling(categorical: bool) -> str:
+    """AVERAGE for continuous data; NEAREST when values are classes (a palette, or the user says so)."""
+    return "nearest" if categorical else "average"
+
+
+def cog_options(
+    profile: str = "deflate",
+    *,
+    dtype: str = "uint8",
+    resampling: str = "average",
+    blocksize: int = BLOCKSIZE,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Creation options for ``rasterio.shutil.copy(..., driver='COG', **options)``.
+
+    ``overrides`` win over the profile (e.g. ``LEVEL=1`` for speed).
+    """
+    key = profile.lower()
+    if key not in COG_PROFILES:
+        raise ValueError(f"unknown COG profile {profile!r}; choose one of {sorted(COG_PROFILES)}")
+    if resampling.lower() not in RESAMPLING_CHOICES:
+        raise ValueError(f"unknown overview resampling {resampling!r}; choose one of {RESAMPLING_CHOICES}")
+    opts: dict[str, Any] = dict(COG_PROFILES[key])
+    if opts["COMPRESS"] in ("DEFLATE", "ZSTD", "LZW"):
+        opts["PREDICTOR"] = predictor_for(dtype)
+    opts.update(
+        BLOCKSIZE=blocksize,
+        OVERVIEW_RESAMPLING=resampling.upper(),
+        BIGTIFF="IF_SAFER",
+        NUM_THREADS="ALL_CPUS",
+        OVERVIEWS="AUTO",
+    )
+    opts.update({k.upper(): v for k, v in overrides.items()})
+    return opts
+
+
+# The intermediate tiled GTiff is written once and read once by the COG driver: fast compression keeps it
+# small in memory without costing much CPU.
+INTERMEDIATE_OPTIONS: dict[str, Any] = {
+    "driver": "GTiff",
+    "tiled": True,
+    "blockxsize": BLOCKSIZE,
+    "blockysize": BLOCKSIZE,
+    "compress": "ZSTD",
+    "zstd_level": 1,
+    "bigtiff": "IF_SAFER",
+}
+
+
+def write_cog(intermediate: str, dst_path: str, plan: Any, options: Any) -> None:
+    """GDAL's COG driver (create-copy only) from the intermediate: tiles, overviews, IFD layout."""
+    opts = cog_options(options.profile, dtype=plan.dtype, resampling=plan.resampling)
+    rasterio.shutil.copy(intermediate, dst_path, driver="COG", **opts)

@@ -1,0 +1,158 @@
+"""Re-open the written COG and prove it is what was asked for.
+
+Every check reads the *output file* back through GDAL and compares it with what the executor saw in the
+*source* while streaming (grid, counts, sampled pixel values), so a bug in the writing path cannot hide.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from rasterio.enums import MaskFlags
+from rasterio.windows import Window
+
+from sceneclip.core.geometry import Boundary, bounds_close
+from sceneclip.core.records import VerificationRecord, boundary_ref
+
+if TYPE_CHECKING:
+    from sceneclip.core.output import ClipOutput
+    from sceneclip.core.plan import ClipPlan, RasterInfo
+    from sceneclip.core.execute import ExecutionStats
+
+GRID_TOLERANCE = 1e-6  # in pixels: offsets must be whole pixels up to float noise
+
+
+def sha256_of(output: ClipOutput) -> str:
+    digest = hashlib.sha256()
+    if output.memfile is not None:
+        digest.update(output.memfile.getbuffer())
+    else:
+        with open(str(output.path), "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _grid_aligned(out_t: Any, src_t: Any) -> bool:
+    if not all(math.isclose(getattr(out_t, k), getattr(src_t, k), rel_tol=1e-12, abs_tol=1e-12) for k in "abde"):
+        return False
+    col, row = ~src_t @ (out_t.c, out_t.f)
+    return abs(col - round(col)) < GRID_TOLERANCE and abs(row - round(row)) < GRID_TOLERANCE
+
+
+def _count_valid(ds: Any) -> int:
+    """Valid pixels of band 1 as GDAL reports them (nodata, NaN nodata or internal mask), block by block."""
+    total = 0
+    for _, win in ds.block_windows(1):
+        total += int(np.count_nonzero(ds.read_masks(1, window=win)))
+    return total
+
+
+def _same(a: float, b: float) -> bool:
+    return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
+
+
+def _check_samples(ds: Any, stats: ExecutionStats) -> tuple[int, list[str]]:
+    """Sampled pixels: kept ones equal the source on every band, the others are masked in band 1."""
+    problems: list[str] = []
+    for s in stats.samples:
+        px = ds.read(window=Window(s.col, s.row, 1, 1), masked=True)
+        raw = px.data[:, 0, 0].tolist()
+        masked = bool(np.ma.getmaskarray(px)[0, 0, 0])
+        if s.keep:
+            if masked or not all(_same(float(a), float(b)) for a, b in zip(raw, s.values, strict=True)):
+                problems.append(f"pixel (row {s.row}, col {s.col}) is {raw}, source is {list(s.values)}")
+        elif not masked:
+            problems.append(f"pixel (row {s.row}, col {s.col}) should be nodata/masked but reads {raw}")
+        if len(problems) >= 5:
+            break
+    return len(stats.samples), problems
+
+
+def verify_output(
+    output: ClipOutput,
+    plan: ClipPlan,
+    info: RasterInfo,
+    stats: ExecutionStats,
+    boundary: Boundary,
+    *,
+    started: float,
+) -> VerificationRecord:
+    """Run every check; the record's status is ``ok`` only when all hold."""
+    from sceneclip.core.cogcheck import validate_cog
+
+    checks: dict[str, Any] = {}
+    failures: list[str] = []
+
+    def check(name: str, ok: bool, why: str) -> None:
+        checks[name] = bool(ok)
+        if not ok:
+            failures.append(f"{name}: {why}")
+
+    with output.open() as ds:
+        check("crs", ds.crs == info.crs, f"output CRS {ds.crs} differs from source {info.crs}")
+        has_mask = bool({MaskFlags.per_dataset, MaskFlags.alpha} & set(ds.mask_flag_enums[0]))
+        check("nodata_defined", ds.nodata is not None or has_mask, "neither nodata nor an internal mask is set")
+        check("grid_aligned", _grid_aligned(ds.transform, info.transform), f"transform {tuple(ds.transform)[:6]} is off the source grid")
+        check(
+            "shape",
+            (ds.width, ds.height, ds.count, ds.dtypes[0]) == (plan.width, plan.height, plan.count, plan.dtype),
+            f"{ds.width}x{ds.height}x{ds.count} {ds.dtypes[0]} != planned {plan.width}x{plan.height}x{plan.count} {plan.dtype}",
+        )
+        px = max(abs(info.transform.a), abs(info.transform.e))
+        if plan.crop:
+            # Snapping moves an edge outward by less than a pixel; pad adds half a pixel more.
+            slack = 1.5 if plan.pad else 1.0
+            check(
+                "extent_within_boundary",
+                bounds_close(ds.bounds, plan.overlap_bounds, px * (slack + 1e-9)),
+                f"output bounds {tuple(ds.bounds)} exceed the boundary's bbox {plan.overlap_bounds} by more than {slack:g} pixel",
+            )
+        else:  # crop=False / invert: the extent is the raster's by definition
+            check("extent_within_boundary", bounds_close(ds.bounds, info.bounds, px * 1e-6), "output extends past the raster")
+        out_valid = _count_valid(ds)
+        check("valid_pixels", out_valid == stats.valid_pixels, f"output has {out_valid} valid pixels, expected {stats.valid_pixels}")
+        check(
+            "nodata_collision",
+            stats.nodata_collisions == 0,
+            f"{stats.nodata_collisions} real pixels equal the nodata value {plan.nodata}; choose another --nodata",
+        )
+        n_samples, problems = _check_samples(ds, stats)
+        checks["samples_checked"] = n_samples
+        check("pixels_match_source", not problems, "; ".join(problems))
+        transform = list(ds.transform)[:6]
+        bounds = list(ds.bounds)
+        nodata = ds.nodata
+    is_cog, errors, warnings = validate_cog(output.name)
+    check("cog_valid", is_cog and not errors, "; ".join(errors) or "not a valid COG")
+    if warnings:
+        checks["cog_warnings"] = list(warnings)
+    size = output.size()
+    return VerificationRecord(
+        source=info.name,
+        boundary=boundary_ref(boundary),
+        status="ok" if not failures else "failed",
+        output=None,
+        crs=info.crs.to_string() if info.crs else None,
+        transform=transform,
+        width=plan.width,
+        height=plan.height,
+        count=plan.count,
+        dtype=plan.dtype,
+        nodata=nodata,
+        mask="internal" if plan.use_mask else ("alpha" if plan.nodata is None else None),
+        bounds=bounds,
+        valid_pixels=out_valid,
+        valid_fraction=round(out_valid / (plan.width * plan.height), 6) if plan.width * plan.height else 0.0,
+        sha256=sha256_of(output),
+        size_bytes=size,
+        checks=checks,
+        error_type=None if not failures else "VerificationError",
+        error=None if not failures else "verification failed: " + " | ".join(failures),
+        duration_ms=round((time.perf_counter() - started) * 1000, 1),
+    )
+

@@ -1,0 +1,1 @@
+"""Tooling for one machine: vector files (geopandas), the store builder, batch, local invoke, demo. No click."""

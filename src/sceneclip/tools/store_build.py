@@ -1,0 +1,223 @@
+"""Compiling a vector file into a boundary store (tooling: geopandas). The reader is :mod:`sceneclip.aws.store`.
+
+Every feature is repaired with :func:`sceneclip.core.geometry.repair`; features sharing a region id (as text)
+are dissolved into one (Multi)Polygon — the same dissolve :func:`sceneclip.tools.vectors.load_boundary` does,
+so a region's content hash is the same from a file and from the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import shapely
+from shapely.geometry.base import BaseGeometry
+
+from sceneclip.aws.store import (
+    DENIED_S3_CODES,
+    FORMAT,
+    INDEX_NAME,
+    REGIONS_DIR,
+    StoreLocation,
+    aws_errors,
+    is_transient_aws,
+    store_version,
+)
+from sceneclip.aws.s3 import aws_error_code
+from sceneclip.core.geometry import dissolve, polygonal_parts, repair
+from sceneclip.errors import BoundaryError, ConfigError, EmptyGeometryError, MissingCRSError, SceneclipError, UploadError
+
+
+# --- results and compiled regions -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StoreSummary:
+    """What :func:`build_store` wrote. ``dropped`` says, one line each, which features or regions were left out."""
+
+    uri: str
+    version: str
+    regions: int
+    bytes_written: int
+    crs: str = ""
+    region_field: str = ""
+    source: str = ""
+    dropped: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["dropped"] = list(self.dropped)
+        return out
+
+
+@dataclass(frozen=True)
+class CompiledRegion:
+    """One region ready to write: the dissolved, repaired geometry and its index entry."""
+
+    region: str
+    geometry: BaseGeometry
+    wkb: bytes
+    hash: str
+    features: int
+
+    @property
+    def bbox(self) -> list[float]:
+        return [float(v) for v in self.geometry.bounds]
+
+    @property
+    def parts(self) -> int:
+        return len(polygonal_parts(self.geometry))
+
+    @property
+    def key(self) -> str:
+        return f"{REGIONS_DIR}/{region_slug(self.region)}.{self.hash}.wkb"
+
+    def index_entry(self) -> dict[str, Any]:
+        return {"bbox": self.bbox, "hash": self.hash, "key": self.key, "parts": self.parts, "features": self.features}
+
+
+def region_text(value: Any) -> str | None:
+    """A field value as a region id: text, integral floats without '.0' (a column with nulls reads as float),
+    None for missing values and empty text."""
+    if value is None:
+        return None
+    if isinstance(value, (float, np.floating)):
+        if math.isnan(value):
+            return None
+        if float(value).is_integer():
+            return str(int(value))
+    if isinstance(value, np.generic):
+        value = value.item()
+    text = str(value)
+    return text if text != "" else None
+
+
+def region_slug(region: str, limit: int = 48) -> str:
+    """A readable, file-system and S3 safe stem for any region id (uniqueness comes from the hash beside it)."""
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "_", region).strip("_")[:limit]
+    return slug or "region"
+
+
+def geometry_wkb(geom: BaseGeometry) -> bytes:
+    """The stored form: 2-D little-endian WKB (the region hash is the sha256 of exactly these bytes)."""
+    return shapely.to_wkb(geom, output_dimension=2, byte_order=1)
+
+
+def compile_regions(
+    ids: Iterable[Any], geometries: Iterable[BaseGeometry | None], *, region_field: str = "region"
+) -> tuple[dict[str, CompiledRegion], list[str]]:
+    """Group features by region id (as text) and dissolve each group. Pure: no I/O, no geopandas.
+
+    Returns (compiled regions by id, one line per dropped feature or region). Features without a region id or
+    without a polygon are dropped; a region is dropped when none of its features has a polygon after repair.
+    """
+    groups: dict[str, list[BaseGeometry]] = {}
+    counts: dict[str, int] = {}
+    dropped: list[str] = []
+    for n, (value, geom) in enumerate(zip(ids, geometries, strict=True)):
+        region = region_text(value)
+        if region is None:
+            dropped.append(f"feature {n}: no value in field {region_field!r}")
+            continue
+        counts[region] = counts.get(region, 0) + 1
+        fixed = repair([shapely.force_2d(geom)]) if geom is not None else []
+        if not fixed:
+            dropped.append(f"feature {n} (region {region!r}): empty, or no polygon after repair")
+            continue
+        groups.setdefault(region, []).append(fixed[0])
+    compiled: dict[str, CompiledRegion] = {}
+    for region in counts:
+        geom = dissolve(groups.get(region, []))
+        if geom is None:
+            dropped.append(f"region {region!r}: no polygon left after repair; left out of the store")
+            continue
+        wkb = geometry_wkb(geom)
+        compiled[region] = CompiledRegion(region, geom, wkb, hashlib.sha256(wkb).hexdigest(), counts[region])
+    return compiled, dropped
+
+
+def make_index(
+    compiled: Mapping[str, CompiledRegion], *, crs_wkt: str, region_field: str, source: str
+) -> dict[str, Any]:
+    regions = {rid: compiled[rid].index_entry() for rid in sorted(compiled)}
+    return {
+        "format": FORMAT,
+        "version": store_version({rid: c.hash for rid, c in compiled.items()}, crs_wkt, region_field),
+        "crs": crs_wkt,
+        "region_field": region_field,
+        "source": source,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "regions": regions,
+    }
+
+
+def write_error(exc: BaseException, location: StoreLocation, name: str) -> SceneclipError:
+    what = location.describe(name)
+    if isinstance(exc, OSError):
+        return ConfigError(f"cannot write {what}: {exc.strerror or exc}")
+    if is_transient_aws(exc):
+        return UploadError(f"writing {what} failed: {aws_error_code(exc)} (may pass; run the build again)")
+    if aws_error_code(exc) in DENIED_S3_CODES:
+        return ConfigError(f"access denied writing {what}; allow s3:PutObject on {location.uri}")
+    return ConfigError(f"cannot write {what}: {aws_error_code(exc)}: {exc}")
+
+
+def build_store(
+    vector: str, region_field: str, out: str, *, layer: str | None = None, s3_client: Any = None
+) -> StoreSummary:
+    """Compile ``vector`` (any file geopandas reads) into a boundary store at ``out`` (directory or s3://).
+
+    Every feature is repaired; features sharing a value of ``region_field`` are dissolved into one
+    (Multi)Polygon. Features without a region id or a polygon are dropped and listed in the summary.
+    Region files are written first and ``index.json`` last.
+
+    Raises BoundaryError (unreadable file, empty layer, missing field, no usable region), MissingCRSError,
+    ConfigError (cannot write ``out``) or UploadError (a transient S3 fault while writing).
+    """
+    from sceneclip.tools.vectors import read_vector  # geopandas: tooling only, never on the Lambda path
+
+    location = StoreLocation(out, s3_client=s3_client)
+    what = f"{vector!r}" + (f" layer {layer!r}" if layer else "")
+    frame = read_vector(vector, layer)
+    if len(frame) == 0:
+        raise BoundaryError(f"boundary file {what} has no features")
+    if frame.crs is None:
+        raise MissingCRSError(
+            f"boundary file {what} has no CRS; add one (e.g. a .prj file, or `ogr2ogr -a_srs EPSG:4326`)"
+        )
+    geometry_name = frame.geometry.name
+    if region_field not in frame.columns or region_field == geometry_name:
+        fields = ", ".join(str(c) for c in frame.columns if c != geometry_name) or "(none)"
+        raise BoundaryError(f"boundary file {what} has no field {region_field!r}; fields are: {fields}")
+    column = frame[region_field]
+    ids = [None if missing else value for value, missing in zip(column.tolist(), column.isna().tolist(), strict=True)]
+    compiled, dropped = compile_regions(ids, list(frame.geometry), region_field=region_field)
+    if not compiled:
+        raise EmptyGeometryError(
+            f"boundary file {what} has no region with a polygon in field {region_field!r} "
+            f"({len(frame)} features, all dropped: {'; '.join(dropped[:3])})"
+        )
+    index = make_index(compiled, crs_wkt=frame.crs.to_wkt(), region_field=region_field, source=os.path.basename(vector))
+    written = 0
+    name = INDEX_NAME
+    try:
+        for region in compiled.values():
+            name = region.key
+            location.write(name, region.wkb, content_type="application/octet-stream")
+            written += len(region.wkb)
+        name = INDEX_NAME
+        body = json.dumps(index, ensure_ascii=False, indent=1, sort_keys=True).encode()
+        location.write(name, body, content_type="application/json")
+        written += len(body)
+    except aws_errors() as exc:
+        raise write_error(exc, location, name) from exc
+    return StoreSummary(
+        uri=location.uri, version=index["version"], regions=len(compiled), bytes_written=written,
+        crs=frame.crs.to_string(), region_field=region_field, source=index["source"], dropped=tuple(dropped),
+    )

@@ -1,0 +1,65 @@
+"""Reading boundaries from vector files (tooling side: geopandas, imported lazily).
+
+The Lambda path never calls this module's readers; it reads the compiled boundary store instead (see
+``sceneclip.aws.store``), so geopandas/pandas/pyogrio stay out of the function package.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from sceneclip.errors import BoundaryError, MissingCRSError, UnknownRegionError
+from sceneclip.core.geometry import Boundary, dissolve
+
+
+def read_vector(path: str, layer: str | None = None) -> Any:
+    """Any vector file geopandas reads (GeoJSON, GeoPackage, Shapefile, FlatGeobuf, GeoParquet)."""
+    import geopandas as gpd
+
+    if not (path.startswith(("/vsi", "s3://", "http://", "https://")) or os.path.exists(path)):
+        raise BoundaryError(f"boundary file {path!r} does not exist")
+    try:
+        if path.lower().endswith((".parquet", ".geoparquet")):
+            return gpd.read_parquet(path)
+        return gpd.read_file(path, layer=layer) if layer else gpd.read_file(path)
+    except Exception as exc:  # pyogrio raises DataSourceError, DataLayerError, ...
+        raise BoundaryError(f"cannot read boundary file {path!r}" + (f" layer {layer!r}" if layer else "") + f": {exc}") from exc
+
+
+def select_region(frame: Any, region_field: str | None, region: str | None, *, source: str) -> Any:
+    """Rows whose ``region_field`` equals ``region`` (compared as text, so '7' matches 7)."""
+    if (region_field is None) != (region is None):
+        raise BoundaryError("--region-field and --region go together: give both, or neither to use every feature")
+    if region_field is None:
+        return frame
+    if region_field not in frame.columns:
+        fields = ", ".join(c for c in frame.columns if c != frame.geometry.name)
+        raise BoundaryError(f"boundary {source!r} has no field {region_field!r}; fields are: {fields}")
+    selected = frame[frame[region_field].astype(str) == str(region)]
+    if selected.empty:
+        sample = ", ".join(sorted(map(str, frame[region_field].dropna().unique()))[:10])
+        raise UnknownRegionError(
+            f"region {region!r} not found in field {region_field!r} of {source!r} (values include: {sample})"
+        )
+    return selected
+
+
+def load_boundary(
+    path: str,
+    *,
+    layer: str | None = None,
+    region_field: str | None = None,
+    region: str | None = None,
+) -> Boundary:
+    """Read a vector file, select a region, and return a :class:`Boundary` (geometries + CRS + hash)."""
+    frame = read_vector(path, layer)
+    if frame.crs is None:
+        raise MissingCRSError(
+            f"boundary {path!r} has no CRS; add one (e.g. a .prj file, or `ogr2ogr -a_srs EPSG:4326`)"
+        )
+    frame = select_region(frame, region_field, region, source=path)
+    # One repaired, dissolved geometry — exactly what the boundary store keeps per region, so a region's
+    # content hash is the same from the file (CLI, batch) and from the store (Lambda).
+    merged = dissolve([g for g in frame.geometry if g is not None and not g.is_empty])
+    return Boundary.from_geometries([] if merged is None else [merged], frame.crs.to_wkt(), source=path, region=region)
