@@ -219,7 +219,7 @@ def _gdal_evidence(e: BaseException) -> Evidence | None:
     if name in ("CPLE_AWSError", "CPLE_HttpResponseError"):
         # GDAL's other S3/HTTP errors: the message may hold the code ("InvalidRange: ..."); a 500 holds only
         # S3's sentence. Denied and not-found have their own classes above, so the rest is a fault on the way.
-        found = _http_evidence(e) or _leading_code(e)
+        found = _http_evidence(e) or _leading_code(e) or _network_evidence(e)
         if found is not None and found.kind != UNKNOWN:
             return Evidence(found.kind, f"GDAL {name}: {found.detail}")
         return Evidence(TRANSIENT, f"GDAL {name} ({_first_words(e)})")
@@ -249,9 +249,12 @@ def _http_evidence(e: BaseException) -> Evidence | None:
     kind = _code_kind(code, status) if (status or code) else None
     if kind is not None:
         return Evidence(kind, " ".join(x for x in (f"HTTP {status}" if status else "", code) if x))
-    if _NETWORK.search(text):
-        return Evidence(TRANSIENT, f"network fault: {_NETWORK.search(text).group(0)}")  # type: ignore[union-attr]
     return None
+
+
+def _network_evidence(e: BaseException) -> Evidence | None:
+    m = _NETWORK.search(str(e))
+    return Evidence(TRANSIENT, f"network fault: {m.group(0)}") if m else None
 
 
 def _aws_evidence(e: BaseException) -> Evidence | None:
@@ -288,9 +291,10 @@ def _content_evidence(e: BaseException) -> Evidence | None:
 
 def evidence_for(exc: BaseException) -> Evidence:
     """The strongest evidence anywhere in ``exc``'s chain: GDAL's error class, then HTTP status / S3 code in a
-    message, then botocore's codes and classes (and OS errors), then content. ``UNKNOWN`` when nothing fits."""
+    message, then botocore's codes and classes (and OS errors), then curl's words for a network fault, then
+    content. ``UNKNOWN`` when nothing fits."""
     chain = list(exception_chain(exc))
-    for probe in (_gdal_evidence, _http_evidence, _aws_evidence, _content_evidence):
+    for probe in (_gdal_evidence, _http_evidence, _aws_evidence, _network_evidence, _content_evidence):
         for e in chain:
             found = probe(e)
             if found is not None and found.kind != UNKNOWN:

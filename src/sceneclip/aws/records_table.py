@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from sceneclip.core.records import VerificationRecord
+from sceneclip.errors import ConfigError, classify
 
 NO_REGION = "-"  # sort key for failures that happen before a region is known
 
@@ -50,8 +51,6 @@ class RecordStore:
     def put(self, record: VerificationRecord) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        from sceneclip.aws.s3 import classify_aws_error
-
         item = _to_dynamo(record.to_dict(drop_none=True))
         # The table's keys: the scene URI and the region id (records stay schema v2: no duplicate fields).
         item["scene"] = record.source
@@ -59,7 +58,7 @@ class RecordStore:
         try:
             self.client.put_item(TableName=self.table_name, Item={k: self._ser.serialize(v) for k, v in item.items()})
         except (ClientError, BotoCoreError) as exc:
-            raise classify_aws_error(exc, f"writing the record to table {self.table_name}") from exc
+            raise classify(exc, what=f"writing the record to table {self.table_name}", permanent=ConfigError) from exc
 
     def get(self, scene: str, region: str) -> dict[str, Any] | None:
         key = {"scene": {"S": scene}, "region": {"S": region}}
