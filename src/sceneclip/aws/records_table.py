@@ -60,6 +60,30 @@ class RecordStore:
         except (ClientError, BotoCoreError) as exc:
             raise classify(exc, what=f"writing the record to table {self.table_name}", permanent=ConfigError) from exc
 
+    def supersede_scene_failure(self, scene: str, etag: str, config_hash: str) -> bool:
+        """Delete the scene-level failure (region ``-``: failed before its regions were known) of this object
+        version and configuration, now that a region of it succeeded. True when one was deleted.
+
+        Conditional on the item still being that failure, so a newer record of another version is kept.
+        """
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.delete_item(
+                TableName=self.table_name, Key={"scene": {"S": scene}, "region": {"S": NO_REGION}},
+                ConditionExpression="#st = :failed AND source_etag = :etag AND config_hash = :cfg",
+                ExpressionAttributeNames={"#st": "status"},
+                ExpressionAttributeValues={":failed": {"S": "failed"}, ":etag": {"S": etag}, ":cfg": {"S": config_hash}},
+            )
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False  # nothing to supersede (the usual case)
+            raise classify(exc, what=f"superseding the scene-level failure in table {self.table_name}",
+                           permanent=ConfigError) from exc
+        except BotoCoreError as exc:
+            raise classify(exc, what=f"superseding the scene-level failure in table {self.table_name}") from exc
+
     def get(self, scene: str, region: str) -> dict[str, Any] | None:
         key = {"scene": {"S": scene}, "region": {"S": region}}
         raw = self.client.get_item(TableName=self.table_name, Key=key, ConsistentRead=True).get("Item")
