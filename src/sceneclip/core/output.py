@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import uuid
 from typing import Any
 
 import rasterio
 from rasterio.io import MemoryFile
 
+from sceneclip.core.files import atomic_write
 from sceneclip.core.plan import ClipOptions, ClipPlan
 
 
@@ -48,23 +48,16 @@ class ClipOutput:
 
     def save(self, path: str) -> None:
         """Write to ``path`` atomically (temp name + rename) so a reader never sees a partial file."""
-        tmp = f"{path}.part-{uuid.uuid4().hex[:8]}"
-        try:
-            if self.memfile is not None:
-                with open(tmp, "wb") as fh:
-                    fh.write(self.memfile.getbuffer())
-            else:
-                try:  # a spilled file on the same filesystem is moved, not copied (no second copy on disk)
-                    os.replace(str(self.path), tmp)
-                    self.path = tmp
-                except OSError:
-                    shutil.copyfile(str(self.path), tmp)
-            os.replace(tmp, path)
-            if self.memfile is None and self.path == tmp:
-                self.path = None
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        if self.memfile is not None:
+            with atomic_write(path) as fh:
+                fh.write(self.memfile.getbuffer())
+            return
+        try:  # a spilled file on the same filesystem is renamed into place: atomic, and no second copy on disk
+            os.replace(str(self.path), path)
+            self.path = None
+        except OSError:
+            with atomic_write(path) as fh, open(str(self.path), "rb") as src:
+                shutil.copyfileobj(src, fh, 1 << 20)
 
     def close(self) -> None:
         if self.memfile is not None:

@@ -15,6 +15,7 @@ import numpy as np
 from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 
+from sceneclip.core.files import file_sha256
 from sceneclip.core.geometry import Boundary, bounds_close
 from sceneclip.core.records import VerificationRecord, boundary_ref
 
@@ -27,14 +28,9 @@ GRID_TOLERANCE = 1e-6  # in pixels: offsets must be whole pixels up to float noi
 
 
 def sha256_of(output: ClipOutput) -> str:
-    digest = hashlib.sha256()
     if output.memfile is not None:
-        digest.update(output.memfile.getbuffer())
-    else:
-        with open(str(output.path), "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+        return hashlib.sha256(output.memfile.getbuffer()).hexdigest()
+    return file_sha256(str(output.path)) or ""
 
 
 def _grid_aligned(out_t: Any, src_t: Any) -> bool:

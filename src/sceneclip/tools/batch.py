@@ -17,7 +17,6 @@ and bounds, each boundary's content hash, jobs already verified are skipped) →
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import multiprocessing
@@ -29,6 +28,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from sceneclip.core.files import file_sha256
 from sceneclip.errors import ConfigError, SceneclipError
 from sceneclip.tools.batch_boundaries import CrsGroup, boundary_for_raster, load_job_boundary
 from sceneclip.tools.batch_jobs import BatchJob
@@ -159,23 +159,13 @@ def read_verified(report: str) -> dict[tuple, str]:
     return done
 
 
-def _file_sha256(path: str) -> str | None:
-    if not os.path.exists(path):
-        return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _already_verified(job: BatchJob, opt_hash: str, done: dict[tuple, str], stac: bool) -> bool:
     try:
         boundary_hash = load_job_boundary(job).content_hash
     except SceneclipError:
         return False
     expected = done.get(_resume_key(job.source, boundary_hash, job.region, opt_hash, job.output))
-    if expected is None or _file_sha256(job.output) != expected:
+    if expected is None or file_sha256(job.output) != expected:
         return False
     if stac:
         from sceneclip.core.stac import item_path_for
