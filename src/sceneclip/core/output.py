@@ -25,18 +25,22 @@ class ClipOutput:
 
     @property
     def name(self) -> str:
+        """A path GDAL opens: the MemoryFile's /vsimem name, or the spilled file."""
         return self.memfile.name if self.memfile is not None else str(self.path)
 
     @property
     def spilled(self) -> bool:
+        """True when the COG is a file in tmpdir rather than in memory."""
         return self.memfile is None
 
     def size(self) -> int:
+        """Size of the COG in bytes."""
         if self.memfile is not None:
             return len(self.memfile.getbuffer())
         return os.path.getsize(str(self.path))
 
     def open(self) -> Any:
+        """Open the COG for reading with rasterio."""
         return rasterio.open(self.name)
 
     def fileobj(self) -> Any:
@@ -60,6 +64,7 @@ class ClipOutput:
                 shutil.copyfileobj(src, fh, 1 << 20)
 
     def close(self) -> None:
+        """Free the memory or remove the spilled file (and the clip's spill directory)."""
         if self.memfile is not None:
             self.memfile.close()
             self.memfile = None
@@ -81,11 +86,13 @@ class Workspace:
         self.intermediate = os.path.join(self.dir, "intermediate.tif") if self.dir else self.intermediate_mem.name
 
     def new_output(self) -> ClipOutput:
+        """An empty output beside the intermediate: a MemoryFile, or a file in the spill directory."""
         if self.dir:
             return ClipOutput(path=os.path.join(self.dir, "clip.tif"), workdir=self.dir)
         return ClipOutput(memfile=MemoryFile(ext=".tif"))
 
     def cleanup(self, *, remove_dir: bool = False) -> None:
+        """Free the intermediate; with ``remove_dir`` also the spill directory (the clip failed)."""
         if self.intermediate_mem is not None:
             self.intermediate_mem.close()
         if self.dir and os.path.exists(self.intermediate):

@@ -28,6 +28,7 @@ GRID_TOLERANCE = 1e-6  # in pixels: offsets must be whole pixels up to float noi
 
 
 def sha256_of(output: ClipOutput) -> str:
+    """sha256 (hex) of the written COG, in memory or spilled."""
     if output.memfile is not None:
         return hashlib.sha256(output.memfile.getbuffer()).hexdigest()
     return file_sha256(str(output.path)) or ""
