@@ -10,7 +10,8 @@ a rule answers in place of S3 with
 * ``stall``: hold the connection for ``stall_s`` seconds, then close it without an answer.
 
 Rules match a method, a substring of the decoded path and a substring of the query (``uploadId``,
-``partNumber``), optionally only GETs with a ``Range`` header, for ``times`` requests (None: for ever).
+``partNumber``), optionally only GETs with a ``Range`` header, after letting ``after`` matching requests
+through, for ``times`` requests (None: for ever).
 Every request is logged in :attr:`FaultProxy.seen` as ``(method, path, query, faulted)``.
 """
 
@@ -37,11 +38,13 @@ class Rule:
     query: str = ""  # substring of the raw query string
     ranged: bool | None = None  # True: only requests with a Range header; False: only without
     times: int | None = None  # None: every matching request
+    after: int = 0  # let this many matching requests through first (e.g. the header read of a GeoTIFF)
     status: int = 500
     code: str = "InternalError"
     message: str = "We encountered an internal error. Please try again."
     stall_s: float = 30.0
     hits: int = 0
+    passed: int = 0
 
     def matches(self, method: str, path: str, query: str, ranged: bool) -> bool:
         if self.times is not None and self.hits >= self.times:
@@ -50,7 +53,12 @@ class Rule:
             return False
         if self.ranged is not None and ranged != self.ranged:
             return False
-        return self.path in path and self.query in query
+        if self.path not in path or self.query not in query:
+            return False
+        if self.passed < self.after:
+            self.passed += 1
+            return False
+        return True
 
 
 @dataclass

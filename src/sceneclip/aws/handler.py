@@ -27,7 +27,9 @@ netstats.enable()  # GDAL reads this once, before its first network access
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "sceneclip"))
 tracer = Tracer(patch_modules=("botocore",))  # patch only what the function calls (saves ~110 imports)
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "sceneclip"))
-processor = BatchProcessor(event_type=EventType.SQS)
+# A batch whose every message failed is still answered with batchItemFailures (each retried on its own, each
+# already recorded) rather than by failing the invocation, which would hide the per-message outcome.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 _WARM_START_CACHE: dict[str, Any] = {}
 

@@ -40,7 +40,7 @@ from sceneclip.core.gdalenv import gdal_s3_options, non_cached_option
 from sceneclip.core.geometry import raster_footprint
 from sceneclip.core.records import BoundaryRef, VerificationRecord, failed_record
 from sceneclip.aws.records_table import NO_REGION, RecordStore
-from sceneclip.aws.s3 import COG_CONTENT_TYPE, SceneObject, gdal_source, head_scene, put_json, upload
+from sceneclip.aws.s3 import TIFF_MAGIC, COG_CONTENT_TYPE, SceneObject, first_bytes, gdal_source, head_scene, put_json, upload
 
 log = logging.getLogger("sceneclip.aws.pipeline")
 
@@ -175,6 +175,8 @@ class ScenePipeline:
                        attempt: int | None) -> VerificationRecord:
         """Record a failure before any region clip (HEAD, key resolution, region lookup); raise it if transient."""
         err = classify(exc, what=f"preparing {ref.uri}")
+        if obj is not None:
+            err = self.confirm_content_error(err, obj)
         # When the HEAD worked, record the version actually seen (backfill matches records on ETag).
         rec = replace(
             failed_record(ref.uri, None, err, started=started),
@@ -188,6 +190,25 @@ class ScenePipeline:
         if not err.permanent:
             raise err from exc
         return rec
+
+    def confirm_content_error(self, err: SceneclipError, obj: SceneObject) -> SceneclipError:
+        """GDAL's "not recognized as a supported format" is evidence only when GDAL got the bytes: a 503 on the
+        header read (after a good size probe) produces the same words and no HTTP error. So check the object's
+        first bytes with one GET: not a TIFF → permanent, saying so; a TIFF, or the GET fails → transient."""
+        from sceneclip.errors import CONTENT, SourceUnavailableError
+
+        if getattr(getattr(err, "evidence", None), "kind", None) != CONTENT:
+            return err
+        try:
+            head = first_bytes(self.s3, obj)
+        except SceneclipError as exc:
+            return exc if exc.permanent else SourceUnavailableError(f"{err} — but its first bytes could not be re-read ({exc})")
+        if head.startswith(TIFF_MAGIC):
+            return SourceUnavailableError(f"{obj.uri} is a TIFF (magic {head[:4]!r}) yet GDAL could not read it: "
+                                          f"an incomplete fetch, will retry ({err})")
+        confirmed = type(err)(f"{err} (confirmed: the object starts with {head[:8]!r}, not a TIFF)")
+        confirmed.evidence = err.evidence  # type: ignore[attr-defined]
+        return confirmed
 
     def _head(self, ref: SceneRef) -> SceneObject:
         """HEAD the scene. A key with two readings (EventBridge: ``+`` as plus or as space) is resolved by the
@@ -257,7 +278,9 @@ class ScenePipeline:
         try:
             return (self.clip_region if force else self._clip_once)(job)
         except Exception as exc:
-            err = classify(exc, what=f"clipping {job.scene} to region {job.region}")
+            err = self.confirm_content_error(
+                classify(exc, what=f"clipping {job.scene} to region {job.region}"),
+                SceneObject(job.bucket, job.key, job.version_id, job.etag, job.size))
             rec = replace(failed_record(job.scene, self._boundary_or_none(job.region), err, started=started),
                           peak_memory_mb=peak_rss_mb(), attempt=attempt, source_etag=job.etag,
                           source_version=job.version_id, config_hash=job.config_hash)

@@ -12,6 +12,9 @@ from typing import Any
 from sceneclip.errors import MISSING, PermanentError, UploadError, classify
 
 _GONE = "the object does not exist (deleted after the event, or never there)"
+# Outputs above the threshold go up in parts (boto3 aborts the upload on failure: no partial object).
+MULTIPART_THRESHOLD = 64 * 1024 * 1024
+MULTIPART_CHUNKSIZE = 16 * 1024 * 1024
 COG_CONTENT_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 
 def aws_error_code(exc: BaseException) -> str:
@@ -76,7 +79,7 @@ def upload(s3: Any, fileobj: Any, bucket: str, key: str, *, content_type: str, m
     """boto3 managed transfer (multipart above 64 MB, aborted on failure, so no partial object). Returns ETag."""
     from boto3.s3.transfer import TransferConfig
 
-    config = TransferConfig(multipart_threshold=64 * 1024 * 1024, multipart_chunksize=16 * 1024 * 1024)
+    config = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_CHUNKSIZE)
     meta = {k: _ascii(v) for k, v in metadata.items() if v is not None}
     try:
         s3.upload_fileobj(fileobj, bucket, key, ExtraArgs={"ContentType": content_type, "Metadata": meta}, Config=config)
@@ -84,6 +87,20 @@ def upload(s3: Any, fileobj: Any, bucket: str, key: str, *, content_type: str, m
     except Exception as exc:  # S3UploadFailedError carries the ClientError's code in its message
         raise classify(exc, what=f"upload to s3://{bucket}/{key}", transient=UploadError, permanent=PermanentError) from exc
     return str(head.get("ETag", "")).strip('"')
+
+
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, both byte orders
+
+
+def first_bytes(s3: Any, obj: SceneObject, n: int = 16) -> bytes:
+    """The object's first ``n`` bytes (one ranged GET of exactly the version read); raises typed errors."""
+    kwargs: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key, "Range": f"bytes=0-{n - 1}"}
+    if obj.version_id:
+        kwargs["VersionId"] = obj.version_id
+    try:
+        return s3.get_object(**kwargs)["Body"].read()
+    except Exception as exc:
+        raise classify(exc, what=f"re-reading the first bytes of {obj.uri}", hints={MISSING: _GONE}) from exc
 
 
 def put_json(s3: Any, bucket: str, key: str, doc: dict[str, Any]) -> None:
