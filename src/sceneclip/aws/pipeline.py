@@ -28,10 +28,12 @@ from sceneclip.core import netstats
 from sceneclip.core.clip import clip_to_cog
 from sceneclip.aws.config import Settings
 from sceneclip.errors import (
+    CONTENT,
     AmbiguousKeyError,
     NoOverlapError,
     RecursionRefusedError,
     SceneclipError,
+    SourceUnavailableError,
     UnknownRegionError,
     classify,
 )
@@ -195,8 +197,6 @@ class ScenePipeline:
         """GDAL's "not recognized as a supported format" is evidence only when GDAL got the bytes: a 503 on the
         header read (after a good size probe) produces the same words and no HTTP error. So check the object's
         first bytes with one GET: not a TIFF → permanent, saying so; a TIFF, or the GET fails → transient."""
-        from sceneclip.errors import CONTENT, SourceUnavailableError
-
         if getattr(getattr(err, "evidence", None), "kind", None) != CONTENT:
             return err
         try:
@@ -206,7 +206,10 @@ class ScenePipeline:
         if head.startswith(TIFF_MAGIC):
             return SourceUnavailableError(f"{obj.uri} is a TIFF (magic {head[:4]!r}) yet GDAL could not read it: "
                                           f"an incomplete fetch, will retry ({err})")
-        confirmed = type(err)(f"{err} (confirmed: the object starts with {head[:8]!r}, not a TIFF)")
+        # The bytes seen go to the log, not the message: equal causes keep equal messages for `sceneclip status`.
+        log.info("not a TIFF header", extra={"scene": obj.uri, "first_bytes": repr(head[:8])})
+        what = "it is empty" if not head else "its first bytes are not a TIFF header"
+        confirmed = type(err)(f"{err} (confirmed: {what})")
         confirmed.evidence = err.evidence  # type: ignore[attr-defined]
         return confirmed
 

@@ -100,6 +100,8 @@ def first_bytes(s3: Any, obj: SceneObject, n: int = 16) -> bytes:
     try:
         return s3.get_object(**kwargs)["Body"].read()
     except Exception as exc:
+        if aws_error_code(exc) == "InvalidRange":  # S3's answer for a range of an empty object
+            return b""
         raise classify(exc, what=f"re-reading the first bytes of {obj.uri}", hints={MISSING: _GONE}) from exc
 
 
