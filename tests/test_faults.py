@@ -148,6 +148,8 @@ def test_persistent_read_fault_is_transient_then_redelivery_clips(stack, fault):
     before = source_gets(stack)
     assert deliver(stack, attempt=2) == {"batchItemFailures": []}
     assert source_gets(stack) > before  # really clipped again, not a replayed failure
+    print(f"\n[measured] {rule.action} {fault.get('status', '')}: {rule.hits} faulted requests in the failed attempt, "
+          f"{source_gets(stack) - before} source GETs in the redelivery")
     rec = records(stack)[REGION]
     assert rec["status"] == "ok" and rec.get("error_type") is None
     assert outputs(stack) == [f"clipped/{REGION}/{SCENE_KEY}"] and idempotency_items(stack) == ["COMPLETED"]
