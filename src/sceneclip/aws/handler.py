@@ -44,6 +44,7 @@ def _build_app() -> Any:
     import boto3
     from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 
+    from sceneclip.aws.completion import publisher_from_target
     from sceneclip.aws.config import Settings
     from sceneclip.aws.pipeline import ScenePipeline
     from sceneclip.aws.records_table import RecordStore
@@ -57,7 +58,7 @@ def _build_app() -> Any:
     wrapper = _idempotency_wrapper(settings, dynamodb)
     return ScenePipeline(
         settings, s3=s3, records=records, store_loader=lambda: get_store(settings.boundaries, s3_client=s3),
-        clip_wrapper=wrapper,
+        clip_wrapper=wrapper, completion=publisher_from_target(settings.completion_target),
     )
 
 

@@ -34,6 +34,7 @@ from sceneclip.aws.events import SceneRef
 from sceneclip.core.gdalenv import gdal_s3_options, non_cached_option
 from sceneclip.core.geometry import raster_footprint
 from sceneclip.core.records import BoundaryRef, VerificationRecord, failed_record
+from sceneclip.aws.completion import CompletionPublisher
 from sceneclip.aws.records_table import NO_REGION, RecordStore
 from sceneclip.aws.s3 import COG_CONTENT_TYPE, SceneObject, gdal_source, head_scene, put_json, upload
 
@@ -102,6 +103,7 @@ class ScenePipeline:
         records: RecordStore,
         store_loader: Callable[[], Any],
         clip_wrapper: Callable[[Callable[[dict[str, Any]], dict[str, Any]]], Callable[[dict[str, Any]], dict[str, Any]]] | None = None,
+        completion: CompletionPublisher | None = None,
     ) -> None:
         self.settings = settings
         self.s3 = s3
@@ -109,6 +111,13 @@ class ScenePipeline:
         self.store_loader = store_loader
         self._clip = clip_wrapper(self.clip_job) if clip_wrapper else self.clip_job
         self._scene_store: Any = None  # the store as checked once for the scene being processed
+        self.completion = completion
+
+    def _write(self, record: VerificationRecord) -> None:
+        """Write the record, then announce it (completion hook: a failed publish is logged, never raised)."""
+        self.records.put(record)
+        if self.completion is not None:
+            self.completion.publish(record)
 
     def _store(self) -> Any:
         """The boundary store: checked for a new version once per scene, not once per region clip."""
@@ -140,7 +149,7 @@ class ScenePipeline:
                 source_etag=obj.etag if obj else ref.etag, source_version=obj.version_id if obj else ref.version_id,
                 config_hash=self.settings.config_hash,
             )
-            self.records.put(rec)
+            self._write(rec)
             log.warning("scene failed before clipping", extra={"scene": ref.uri, "error_type": rec.error_type, "error": rec.error})
             if not exc.permanent:
                 raise exc
@@ -258,12 +267,12 @@ class ScenePipeline:
             if boundary is None:  # the region is still named when its geometry could not be loaded
                 rec = replace(rec, boundary=BoundaryRef(file=self.settings.boundaries, region=job.region, content_hash=""))
             rec = replace(rec, peak_memory_mb=peak_rss_mb(), **base)
-            self.records.put(rec)
+            self._write(rec)
             log.warning("clip failed", extra={"scene": job.scene, "region": job.region, "error_type": rec.error_type, "error": rec.error})
             if not exc.permanent:
                 raise exc
             return rec.to_dict()
-        self.records.put(record)
+        self._write(record)
         log.info("clip ok", extra={"scene": job.scene, "region": job.region, "output": record.output,
                                    "bytes_fetched": record.bytes_fetched, "valid_fraction": record.valid_fraction})
         return record.to_dict()
