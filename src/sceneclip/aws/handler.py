@@ -113,11 +113,23 @@ def _failure_by_type(error_type: str) -> None:
         metric.add_dimension(name="ErrorType", value=error_type)
 
 
+def _count_ignored() -> None:
+    """An event with nothing to clip (s3:TestEvent) is counted too: every invocation then has a metric to
+    publish, so Powertools never flushes an empty set ("No application metrics to publish")."""
+    metrics.add_metric(name="EventsIgnored", unit=MetricUnit.Count, value=1)
+
+
 @tracer.capture_method
 def process_ref(ref: SceneRef) -> list[dict[str, Any]]:
     """One scene: permanent failures are recorded and returned; transient ones raise (retry)."""
     logger.append_keys(scene=ref.uri)
-    records = get_app().process(ref)
+    try:
+        records = get_app().process(ref)
+    except SceneclipError:
+        # Transient: the failed record is written and the scene will be retried; count it here, since the
+        # records never reach _emit_metrics.
+        metrics.add_metric(name="TransientFailures", unit=MetricUnit.Count, value=1)
+        raise
     _emit_metrics(records)
     return [{"scene": r.source, "region": r.region, "status": r.status, "output": r.output,
              "error_type": r.error_type, "error": r.error} for r in records]
@@ -133,6 +145,8 @@ def record_handler(record: SQSRecord) -> list[dict[str, Any]]:
         metrics.add_metric(name="ClipFailures", unit=MetricUnit.Count, value=1)
         _failure_by_type("InvalidEventError")
         return []
+    if not refs:
+        _count_ignored()
     out: list[dict[str, Any]] = []
     for ref in refs:
         out += process_ref(ref)
@@ -154,9 +168,11 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         refs = parse_event(event)
     except InvalidEventError as exc:
         logger.error("unsupported event", extra={"error": str(exc)})
+        metrics.add_metric(name="InvalidEvents", unit=MetricUnit.Count, value=1)
         return {"statusCode": 400, "error": str(exc), "results": []}
     if not refs:  # s3:TestEvent and friends
         logger.info("event acknowledged, nothing to clip")
+        _count_ignored()
         return {"statusCode": 200, "results": []}
     results: list[dict[str, Any]] = []
     for ref in refs:
