@@ -55,7 +55,7 @@ def _gdal_path(uri: str) -> str:
     return "/vsis3/" + uri[5:] if uri.startswith("s3://") else uri
 
 
-def quicklook_uri(entry: ReportEntry, boundary: Any, size: int = 384) -> Figure:
+def quicklook_uri(entry: ReportEntry, boundary: Any, size: int = 240) -> Figure:
     """Read the COG's overview, draw the boundary, embed the PNG."""
     import rasterio
 

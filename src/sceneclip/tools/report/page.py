@@ -21,7 +21,7 @@ svg.map .coord{font-size:11px;fill:#5b6b7c} svg.map .scalebar line{stroke:#1d273
 svg.map .scalebar text{font-size:11px;fill:#1d2733}
 .legend{color:#5b6b7c;font-size:12px} .legend b{display:inline-block;width:18px;height:10px;margin:0 4px 0 12px}
 .gallery{display:flex;flex-wrap:wrap;gap:14px;align-items:flex-start} figure{margin:0;background:#fff;border:1px solid #d0d7de;padding:6px}
-figure img{display:block;max-width:384px;height:auto;image-rendering:pixelated} figcaption{font-size:12px;margin-top:4px}
+figure img{display:block;max-width:240px;height:auto;image-rendering:pixelated} figcaption{font-size:12px;margin-top:4px}
 table{border-collapse:collapse;background:#fff;font-size:13px} th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#eef2f6} td.num{text-align:right;font-variant-numeric:tabular-nums} tr.failed td.status{color:#b42318;font-weight:600}
 tr.ok td.status{color:#137333;font-weight:600} .note{color:#5b6b7c;font-size:12px}

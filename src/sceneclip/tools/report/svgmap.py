@@ -83,7 +83,7 @@ def _degrees(value: float, pos: str, neg: str) -> str:
     return f"{abs(value):.2f}°{pos if value >= 0 else neg}"
 
 
-def render_map(shapes: list[MapShape], *, width: int = 960, max_height: int = 640, pad: int = 36) -> str:
+def render_map(shapes: list[MapShape], *, width: int = 960, max_height: int = 520, pad: int = 36) -> str:
     """An ``<svg>`` element: one ``<path class="region">`` per region, one ``<path class="footprint">``
     per clip footprint, a label per region, a scale bar and the corner coordinates. Empty string when
     there is nothing to draw."""
