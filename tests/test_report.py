@@ -37,7 +37,8 @@ COUNTIES = ["Boulder", "Grand", "Larimer"]
 @pytest.fixture(scope="module")
 def batch_report(tmp_path_factory) -> Path:
     """3 counties clipped from the RMNP Landsat scene + one region (Bahamas) that does not overlap it."""
-    from sceneclip.tools.batch import BatchJob, run_batch
+    from sceneclip.tools.batch import run_batch
+    from sceneclip.tools.batch_jobs import BatchJob
 
     out = tmp_path_factory.mktemp("batch")
     scene = real("landsat_rmnp_rgb_wgs84.tif")
