@@ -158,7 +158,11 @@ def record_handler(record: SQSRecord) -> list[dict[str, Any]]:
 @logger.inject_lambda_context(log_event=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     logger.set_correlation_id(getattr(context, "aws_request_id", None))
-    get_app()  # configuration errors surface here, at cold start, naming the variable
+    try:
+        get_app()  # configuration errors surface here, at cold start, naming the variable
+    except SceneclipError:
+        metrics.add_metric(name="ConfigErrors", unit=MetricUnit.Count, value=1)  # never an empty metric set
+        raise
     config = _WARM_START_CACHE.get("idempotency_config")
     if config is not None:
         config.register_lambda_context(context)
