@@ -9,7 +9,7 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv tools demo test test-py311 bench bench-memory bench-coldstart layer clean
+.PHONY: help venv tools browser demo test test-py311 bench bench-memory bench-coldstart layer clean
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -36,7 +36,16 @@ $(TOOLS_STAMP): requirements-tools.lock
 
 tools: $(TOOLS_STAMP)  ## create .venv-tools (aws-sam-cli) used by the template tests
 
-test: $(STAMP) $(TOOLS_STAMP)  ## layer contracts, then the suite on Python 3.12 (Lambda's), then again on 3.11 when installed
+# The report tests render pages in headless Chromium (Debian's chromium). Installed once when missing (CI runs
+# as root on a clean machine; elsewhere sudo is used if available); quiet, and a no-op when already present.
+browser:  ## install headless Chromium (Debian package chromium) for the report tests, when missing
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+		echo "installing chromium (apt) for the report tests"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq >/dev/null && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+test: $(STAMP) $(TOOLS_STAMP) browser  ## layer contracts, then the suite on Python 3.12 (Lambda's), then again on 3.11 when installed
 	$(VENV)/bin/lint-imports
 	SCENECLIP_TOOLS_BIN=$(abspath $(TOOLS_VENV))/bin $(VPY) -m pytest $(PYTEST_ARGS)
 	@py311=$$(python3.11 -c 'import sys; print(sys.executable)' 2>/dev/null); \

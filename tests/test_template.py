@@ -105,7 +105,9 @@ class Stack:
         self.template = template
         self.params = {name: spec.get("Default") for name, spec in template["Parameters"].items()}
         self.params.update(overrides)
-        self.conditions = {name: self.resolve(expr) for name, expr in template.get("Conditions", {}).items()}
+        self.conditions: dict[str, Any] = {}
+        for name, expr in template.get("Conditions", {}).items():  # in order: a condition may use earlier ones
+            self.conditions[name] = self.resolve(expr)
         self.resources = {
             name: self.resolve(res)
             for name, res in template["Resources"].items()
@@ -140,6 +142,20 @@ class Stack:
             if fn == "Fn::If":
                 name, when_true, when_false = arg
                 return self.resolve(when_true if self.conditions[name] else when_false)
+            if fn == "Fn::Sub" and isinstance(arg, str):  # parameters only; anything else stays symbolic
+                import re
+
+                names = re.findall(r"\$\{([^}]+)\}", arg)
+                if all(n in self.params for n in names):
+                    return re.sub(r"\$\{([^}]+)\}", lambda m: str(self.params[m.group(1)]), arg)
+            if fn == "Fn::Split":
+                text = self.resolve(arg[1])
+                if isinstance(text, str):
+                    return text.split(arg[0])
+            if fn == "Fn::Select":
+                items = self.resolve(arg[1])
+                if isinstance(items, list):
+                    return items[int(arg[0])]
             if fn == "Fn::FindInMap":
                 mapping, top, second = (self.resolve(x) for x in arg)
                 return self.template["Mappings"][mapping][str(top)][second]
@@ -241,8 +257,8 @@ def test_eventbridge_rule_pattern(template: dict[str, Any]) -> None:
     assert pattern["source"] == ["aws.s3"] and pattern["detail-type"] == ["Object Created"]
     assert pattern["detail"]["bucket"]["name"] == [{"Ref": "InputBucket"}]
     assert pattern["detail"]["object"]["key"] == [
-        {"wildcard": {"Fn::Sub": "${InputPrefix}*.tif"}},
-        {"wildcard": {"Fn::Sub": "${InputPrefix}*.tiff"}},
+        {"wildcard": "scenes/*.tif"},  # Fn::Sub over parameters is evaluated
+        {"wildcard": "scenes/*.tiff"},
     ]
     (target,) = rule["Properties"]["Targets"]
     assert target["Arn"] == {"Fn::GetAtt": ["ClipFunction", "Arn"]}
@@ -253,7 +269,7 @@ def test_eventbridge_rule_pattern(template: dict[str, Any]) -> None:
 ENV_VARS = {
     "SCENECLIP_OUTPUT_BUCKET", "SCENECLIP_OUTPUT_PREFIX", "SCENECLIP_BOUNDARIES", "SCENECLIP_REGION_PATTERN",
     "SCENECLIP_RECORDS_TABLE", "SCENECLIP_IDEMPOTENCY_TABLE", "SCENECLIP_ALL_TOUCHED",
-    "POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL",
+    "POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL", "SCENECLIP_COMPLETION_TARGET",
 }
 
 
@@ -295,7 +311,7 @@ def test_required_parameters(template: dict[str, Any]) -> None:
     required = {
         "MemorySize", "Timeout", "EphemeralStorage", "RegionPattern", "BoundaryStore", "AllTouched", "OutputPrefix",
         "InputPrefix", "Architecture", "PowertoolsLayerVersion", "BatchSize", "BatchingWindow", "MaximumConcurrency",
-        "ReservedConcurrency", "MaxReceiveCount", "LogLevel", "TriggerMode",
+        "ReservedConcurrency", "MaxReceiveCount", "LogLevel", "TriggerMode", "CompletionTarget",
     }
     assert required <= set(template["Parameters"])
     assert template["Parameters"]["OutputPrefix"]["Default"] == "clipped/"
@@ -401,3 +417,59 @@ def test_input_bucket_name_matches_the_constructed_arns(template: dict[str, Any]
     arn = queue_statement["Condition"]["ArnEquals"]["aws:SourceArn"]["Fn::Sub"]
     assert arn[0].endswith(":s3:::" + name[0]) and arn[1] == name[1]
     assert set(template["Resources"]["InputBucket"]["DependsOn"]) == {"S3InvokePermission", "WorkQueuePolicy"}
+
+
+# --- completion events --------------------------------------------------------------------------------------
+BUS = "arn:aws:events:us-east-1:123456789012:event-bus/clips"
+TOPIC = "arn:aws:sns:us-east-1:123456789012:clips-ready"
+
+
+def _publish_statements(stack: Stack) -> list[dict[str, Any]]:
+    return [s for s in _statements(stack) if {"events:PutEvents", "sns:Publish"} & set(_actions(s))]
+
+
+def test_completion_off_by_default_grants_nothing(template: dict[str, Any]) -> None:
+    stack = Stack(template)
+    assert template["Parameters"]["CompletionTarget"]["Default"] == ""
+    assert _publish_statements(stack) == []
+    assert not any(a.startswith(("events:", "sns:")) for s in _statements(stack) for a in _actions(s))
+    assert stack.props("ClipFunction")["Environment"]["Variables"]["SCENECLIP_COMPLETION_TARGET"] == ""
+
+
+def test_completion_to_a_bus_may_put_events_on_that_bus_only(template: dict[str, Any]) -> None:
+    stack = Stack(template, CompletionTarget=BUS)
+    (statement,) = _publish_statements(stack)
+    assert _actions(statement) == ["events:PutEvents"] and statement["Resource"] == BUS
+    assert statement["Condition"] == {"StringEquals": {"events:source": "sceneclip"}}
+    assert stack.props("ClipFunction")["Environment"]["Variables"]["SCENECLIP_COMPLETION_TARGET"] == BUS
+
+
+def test_completion_to_a_topic_may_publish_to_that_topic_only(template: dict[str, Any]) -> None:
+    stack = Stack(template, CompletionTarget=TOPIC)
+    (statement,) = _publish_statements(stack)
+    assert _actions(statement) == ["sns:Publish"] and statement["Resource"] == TOPIC
+
+
+@pytest.mark.parametrize("value, ok", [
+    ("", True), (BUS, True), (TOPIC, True), (TOPIC + ".fifo", True),
+    ("arn:aws:sqs:us-east-1:123456789012:q", False), ("clips", False), ("arn:aws:events:us-east-1:123456789012:rule/r", False),
+])
+def test_completion_target_pattern(template: dict[str, Any], value: str, ok: bool) -> None:
+    import re
+
+    pattern = template["Parameters"]["CompletionTarget"]["AllowedPattern"]
+    assert bool(re.fullmatch(pattern, value)) is ok
+
+
+@pytest.mark.parametrize("target", [BUS, TOPIC])
+def test_linters_pass_with_a_completion_target(tmp_path: Path, target: str) -> None:
+    """The same template deployed with the parameter set (its default replaced) still lints clean."""
+    text = TEMPLATE.read_text()
+    marker = "  CompletionTarget:\n    Type: String\n    Default: \"\"\n"
+    assert marker in text
+    copy = tmp_path / "template.yaml"
+    copy.write_text(text.replace(marker, marker.replace('Default: ""', f'Default: "{target}"')))
+    result = _run([_require("cfn-lint"), str(copy)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    result = _run([_require("sam"), "validate", "--lint", "--template-file", str(copy)])
+    assert result.returncode == 0 and "valid SAM Template" in result.stdout + result.stderr, result.stdout + result.stderr

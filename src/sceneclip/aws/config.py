@@ -38,6 +38,16 @@ def _required(env: Mapping[str, str], name: str, what: str) -> str:
     return value
 
 
+def _completion_target(env: Mapping[str, str]) -> str | None:
+    """``SCENECLIP_COMPLETION_TARGET``: empty = no events; else a bus or topic ARN, checked at cold start."""
+    raw = (env.get("SCENECLIP_COMPLETION_TARGET") or "").strip()
+    if not raw:
+        return None
+    from sceneclip.aws.completion import CompletionTarget
+
+    return CompletionTarget.parse(raw).arn
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the pipeline needs to know, validated."""
@@ -58,6 +68,7 @@ class Settings:
     tmpdir: str = "/tmp"
     memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB
     idempotency_ttl_s: int = 7 * 24 * 3600
+    completion_target: str | None = None  # EventBridge bus / SNS topic ARN for completion events; None = off
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -113,6 +124,7 @@ class Settings:
             write_stac=_bool(env, "SCENECLIP_WRITE_STAC", True),
             tmpdir=env.get("SCENECLIP_TMPDIR") or env.get("TMPDIR") or "/tmp",
             memory_limit_mb=memory,
+            completion_target=_completion_target(env),
         )
         try:  # options that cannot be combined fail here, at cold start, not on the first scene
             settings.clip_options()

@@ -60,6 +60,7 @@ def _build_app() -> App:
     import boto3
     from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 
+    from sceneclip.aws.completion import publisher_from_target
     from sceneclip.aws.config import Settings
     from sceneclip.aws.pipeline import ScenePipeline
     from sceneclip.aws.records_table import RecordStore
@@ -73,7 +74,7 @@ def _build_app() -> App:
     wrap, config = _idempotency(settings, dynamodb)
     pipeline = ScenePipeline(
         settings, s3=s3, records=records, store_loader=lambda: get_store(settings.boundaries, s3_client=s3),
-        idempotent=wrap,
+        idempotent=wrap, completion=publisher_from_target(settings.completion_target),
     )
     return App(pipeline=pipeline, idempotency=config)
 
@@ -157,11 +158,23 @@ def _failure_by_type(error_type: str) -> None:
         metric.add_dimension(name="ErrorType", value=error_type)
 
 
+def _count_ignored() -> None:
+    """An event with nothing to clip (s3:TestEvent) is counted too: every invocation then has a metric to
+    publish, so Powertools never flushes an empty set ("No application metrics to publish")."""
+    metrics.add_metric(name="EventsIgnored", unit=MetricUnit.Count, value=1)
+
+
 @tracer.capture_method
 def process_ref(ref: SceneRef, attempt: int | None = None) -> list[dict[str, Any]]:
     """One scene: permanent failures are recorded and returned; transient ones raise (retry)."""
     logger.append_keys(scene=ref.uri)
-    records = get_app().pipeline.process(ref, attempt=attempt)
+    try:
+        records = get_app().pipeline.process(ref, attempt=attempt)
+    except SceneclipError:
+        # Transient: the failed record is written and the scene will be retried; count it here, since the
+        # records never reach _emit_metrics.
+        metrics.add_metric(name="TransientFailures", unit=MetricUnit.Count, value=1)
+        raise
     _emit_metrics(records)
     return [{"scene": r.source, "region": r.region, "status": r.status, "output": r.output,
              "error_type": r.error_type, "error": r.error, "transient": r.transient} for r in records]
@@ -177,6 +190,8 @@ def record_handler(record: SQSRecord) -> list[dict[str, Any]]:
         metrics.add_metric(name="ClipFailures", unit=MetricUnit.Count, value=1)
         _failure_by_type("InvalidEventError")
         return []
+    if not refs:
+        _count_ignored()
     out: list[dict[str, Any]] = []
     for ref in refs:
         out += process_ref(ref, attempt=receive_count(record))
@@ -196,7 +211,11 @@ def receive_count(record: SQSRecord) -> int | None:
 @logger.inject_lambda_context(log_event=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     logger.set_correlation_id(getattr(context, "aws_request_id", None))
-    app = get_app()  # configuration errors surface here, at cold start, naming the variable
+    try:
+        app = get_app()  # configuration errors surface here, at cold start, naming the variable
+    except SceneclipError:
+        metrics.add_metric(name="ConfigErrors", unit=MetricUnit.Count, value=1)  # never an empty metric set
+        raise
     if app.idempotency is not None:
         app.idempotency.register_lambda_context(context)
     if is_sqs_event(event):
@@ -205,9 +224,11 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         refs = parse_event(event)
     except InvalidEventError as exc:
         logger.error("unsupported event", extra={"error": str(exc)})
+        metrics.add_metric(name="InvalidEvents", unit=MetricUnit.Count, value=1)
         return {"statusCode": 400, "error": str(exc), "results": []}
     if not refs:  # s3:TestEvent and friends
         logger.info("event acknowledged, nothing to clip")
+        _count_ignored()
         return {"statusCode": 200, "results": []}
     results: list[dict[str, Any]] = []
     for ref in refs:

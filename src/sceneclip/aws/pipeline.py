@@ -41,6 +41,7 @@ from sceneclip.aws.events import SceneRef
 from sceneclip.core.gdalenv import gdal_s3_options, non_cached_option
 from sceneclip.core.geometry import raster_footprint
 from sceneclip.core.records import BoundaryRef, VerificationRecord, failed_record
+from sceneclip.aws.completion import CompletionPublisher
 from sceneclip.aws.records_table import NO_REGION, RecordStore
 from sceneclip.aws.s3 import TIFF_MAGIC, COG_CONTENT_TYPE, SceneObject, first_bytes, gdal_source, head_scene, put_json, upload
 
@@ -123,6 +124,7 @@ class ScenePipeline:
         records: RecordStore,
         store_loader: Callable[[], Any],
         idempotent: Callable[[ClipRunner], ClipRunner] | None = None,
+        completion: CompletionPublisher | None = None,
     ) -> None:
         self.settings = settings
         self.s3 = s3
@@ -130,6 +132,13 @@ class ScenePipeline:
         self.store_loader = store_loader
         self._clip_once: ClipRunner = idempotent(self.clip_region) if idempotent else self.clip_region
         self._scene_store: Any = None  # the store as checked once for the scene being processed
+        self.completion = completion
+
+    def _write(self, record: VerificationRecord) -> None:
+        """Write the record, then announce it (completion hook: a failed publish is logged, never raised)."""
+        self.records.put(record)
+        if self.completion is not None:
+            self.completion.publish(record)
 
     def _store(self) -> Any:
         """The boundary store: checked for a new version once per scene, not once per region clip."""
@@ -186,7 +195,7 @@ class ScenePipeline:
             source_etag=obj.etag if obj else ref.etag, source_version=obj.version_id if obj else ref.version_id,
             config_hash=self.settings.config_hash, attempt=attempt,
         )
-        self.records.put(rec)
+        self._write(rec)
         log.warning("scene failed before clipping", extra={"scene": ref.uri, "error_type": rec.error_type,
                                                           "error": rec.error, "transient": rec.transient})
         if not err.permanent:
@@ -289,7 +298,7 @@ class ScenePipeline:
                           source_version=job.version_id, config_hash=job.config_hash)
             if not rec.boundary.region:  # the region is still named when its geometry could not be loaded
                 rec = replace(rec, boundary=BoundaryRef(file=self.settings.boundaries, region=job.region, content_hash=""))
-            self.records.put(rec)
+            self._write(rec)
             log.warning("clip failed", extra={"scene": job.scene, "region": job.region, "error_type": rec.error_type,
                                               "error": rec.error, "transient": rec.transient, "attempt": attempt})
             if not err.permanent:
@@ -342,7 +351,7 @@ class ScenePipeline:
                 put_json(self.s3, self.settings.output_bucket, key[: -len(".tif")] + ".stac.json", item.to_dict())
         finally:
             result.output.close()
-        self.records.put(record)
+        self._write(record)
         log.info("clip ok", extra={"scene": job.scene, "region": job.region, "output": record.output,
                                    "bytes_fetched": record.bytes_fetched, "valid_fraction": record.valid_fraction})
         return record

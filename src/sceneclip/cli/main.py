@@ -114,6 +114,9 @@ def _register_subcommands() -> None:
     from sceneclip.cli.ops import COMMANDS as ops_commands  # backfill, worker, redrive, status
 
     main.add_command(batch)
+    from sceneclip.cli.report import report
+
+    main.add_command(report)
     for command in ops_commands:
         main.add_command(command)
 

