@@ -401,3 +401,41 @@ def test_input_bucket_name_matches_the_constructed_arns(template: dict[str, Any]
     arn = queue_statement["Condition"]["ArnEquals"]["aws:SourceArn"]["Fn::Sub"]
     assert arn[0].endswith(":s3:::" + name[0]) and arn[1] == name[1]
     assert set(template["Resources"]["InputBucket"]["DependsOn"]) == {"S3InvokePermission", "WorkQueuePolicy"}
+
+
+# --- the boundary-store read policy (issue 9): bucket/prefix/*, never a wildcard inside the bucket name --------
+def _sub_store_arn(stack: Stack, store_uri: str) -> str:
+    """Evaluate the store policy's ``Fn::Sub [template, {StorePath: Select/Split}]`` as CloudFormation would."""
+    import re
+
+    (statement,) = [s for s in _statements(stack) if _actions(s) == ["s3:GetObject"]]
+    text, variables = statement["Resource"]["Fn::Sub"]
+    values = {}
+    for name, expr in variables.items():
+        index, (delimiter, source) = expr["Fn::Select"][0], expr["Fn::Select"][1]["Fn::Split"]
+        assert source == store_uri  # the resolver put the parameter in
+        values[name] = store_uri.split(delimiter)[int(index)]
+    return re.sub(r"\$\{([A-Za-z]+)\}", lambda m: values.get(m.group(1), m.group(0)), text)
+
+
+@pytest.mark.parametrize(("store", "expected"), [
+    ("s3://geo-store", "arn:${AWS::Partition}:s3:::geo-store/*"),
+    ("s3://geo-store/boundaries/counties", "arn:${AWS::Partition}:s3:::geo-store/boundaries/counties/*"),
+])
+def test_store_read_policy_is_bucket_slash_prefix(template: dict[str, Any], store: str, expected: str) -> None:
+    import re
+
+    pattern = re.compile(template["Parameters"]["BoundaryStore"]["AllowedPattern"])
+    assert pattern.match(store)
+    arn = _sub_store_arn(Stack(template, BoundaryStore=store), store)
+    assert arn == expected
+    bucket = arn.split(":::", 1)[1].split("/", 1)[0]
+    assert "*" not in bucket and "?" not in bucket  # a root store grants that bucket only, not geo-store-*
+
+
+@pytest.mark.parametrize("store", ["s3://geo-store/", "s3://geo-store/prefix/", "s3://geo-store//x", "s3://geo*/x"])
+def test_store_uris_that_would_widen_the_policy_are_refused(template: dict[str, Any], store: str) -> None:
+    """A trailing slash would make ``prefix//*``; a wildcard would match other keys or buckets."""
+    import re
+
+    assert not re.compile(template["Parameters"]["BoundaryStore"]["AllowedPattern"]).match(store)

@@ -21,8 +21,10 @@ import rasterio
 from sceneclip import __version__
 from sceneclip.core import netstats
 from sceneclip.core.clip import clip_to_cog
+from sceneclip.core.deadline import Deadline, gdal_http_options
 from sceneclip.aws.config import Settings
 from sceneclip.errors import (
+    DeadlineExceeded,
     NoOverlapError,
     RasterReadError,
     RecursionRefusedError,
@@ -31,7 +33,7 @@ from sceneclip.errors import (
     UnknownRegionError,
 )
 from sceneclip.aws.events import SceneRef
-from sceneclip.core.gdalenv import gdal_s3_options, non_cached_option
+from sceneclip.core.gdalenv import CLOUD_READ_OPTIONS, gdal_s3_options, non_cached_option
 from sceneclip.core.geometry import raster_footprint
 from sceneclip.core.records import BoundaryRef, VerificationRecord, failed_record
 from sceneclip.aws.records_table import NO_REGION, RecordStore
@@ -82,6 +84,29 @@ def _typed(exc: BaseException) -> SceneclipError:
     return wrapped
 
 
+def _past_deadline(exc: SceneclipError, deadline: Deadline | None) -> SceneclipError:
+    """A read or transient failure that surfaces once the budget is spent is the capped timeout firing: say so.
+
+    Content errors with their own evidence (no overlap, unknown region, ...) are kept as they are.
+    """
+    if deadline is None or isinstance(exc, DeadlineExceeded) or not deadline.expired():
+        return exc
+    if exc.permanent and not isinstance(exc, RasterReadError):
+        return exc
+    out = deadline.exceeded(f"during a network call ({exc.error_type}: {exc})")
+    out.__cause__ = exc
+    return out
+
+
+def _not_reached(exc: DeadlineExceeded, regions: tuple[str, ...]) -> DeadlineExceeded:
+    """The same DeadlineExceeded, naming the regions of the scene that were never started."""
+    if not regions or exc.regions_not_reached:
+        return exc
+    out = DeadlineExceeded(f"{exc}; regions not reached: {', '.join(regions)}", regions_not_reached=regions)
+    out.__cause__ = exc.__cause__
+    return out
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far (Linux reports KiB)."""
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
@@ -91,7 +116,8 @@ class ScenePipeline:
     """Turns one :class:`SceneRef` into one verification record per region.
 
     ``clip_wrapper`` lets the caller wrap the per-region clip (the handler wraps it with Powertools
-    idempotency); it receives and returns plain dicts.
+    idempotency); it receives and returns plain dicts. ``store_loader`` receives the S3 client to use.
+    ``s3_for`` gives the S3 client whose timeouts fit a deadline (default: ``s3`` for every deadline).
     """
 
     def __init__(
@@ -100,39 +126,52 @@ class ScenePipeline:
         *,
         s3: Any,
         records: RecordStore,
-        store_loader: Callable[[], Any],
+        store_loader: Callable[[Any], Any],
         clip_wrapper: Callable[[Callable[[dict[str, Any]], dict[str, Any]]], Callable[[dict[str, Any]], dict[str, Any]]] | None = None,
+        s3_for: Callable[[Deadline | None], Any] | None = None,
     ) -> None:
         self.settings = settings
         self.s3 = s3
         self.records = records
         self.store_loader = store_loader
+        self._s3_for = s3_for or (lambda _deadline: s3)
         self._clip = clip_wrapper(self.clip_job) if clip_wrapper else self.clip_job
-        self._scene_store: Any = None  # the store as checked once for the scene being processed
+        # Per scene (reset by process): the store as checked once, the deadline, its S3 client, regions after this one.
+        self._scene_store: Any = None
+        self._deadline: Deadline | None = None
+        self._scene_s3: Any = s3
+        self._regions_after: tuple[str, ...] = ()
 
     def _store(self) -> Any:
         """The boundary store: checked for a new version once per scene, not once per region clip."""
         if self._scene_store is None:
-            self._scene_store = self.store_loader()
+            self._scene_store = self.store_loader(self._scene_s3)
         return self._scene_store
 
     # --- scene level ------------------------------------------------------------------------------------
-    def process(self, ref: SceneRef) -> list[VerificationRecord]:
-        self._scene_store = None
+    def process(self, ref: SceneRef, deadline: Deadline | None = None) -> list[VerificationRecord]:
+        """One scene, every region of it sharing ``deadline`` (None: no time limit, nothing capped)."""
+        self._scene_store, self._deadline, self._regions_after = None, deadline, ()
+        self._scene_s3 = self._s3_for(deadline)
         try:
             return self._process(ref)
         finally:
-            self._scene_store = None
+            self._scene_store, self._deadline, self._scene_s3, self._regions_after = None, None, self.s3, ()
+
+    def _check_deadline(self, stage: str, regions_not_reached: tuple[str, ...] = ()) -> None:
+        if self._deadline is not None:
+            self._deadline.check(stage, regions_not_reached=regions_not_reached)
 
     def _process(self, ref: SceneRef) -> list[VerificationRecord]:
         started = time.perf_counter()
         obj: SceneObject | None = None
         try:
+            self._check_deadline(f"before {ref.uri} was started")
             self.refuse_recursion(ref)
             obj = self._head(ref)
             regions = self.resolve_regions(ref, obj)
         except Exception as exc:
-            exc = _typed(exc)
+            exc = _past_deadline(_typed(exc), self._deadline)
             # When the HEAD worked, record the version actually seen (backfill matches records on ETag).
             rec = replace(
                 failed_record(ref.uri, None, exc, started=started),
@@ -146,23 +185,39 @@ class ScenePipeline:
                 raise exc
             return [rec]
         out = []
-        for region in regions:
+        for i, region in enumerate(regions):
             job = ClipJob(obj.bucket, obj.key, obj.version_id, obj.etag, obj.size, region, self.settings.config_hash)
             clip = self.clip_job if ref.force else self._clip
-            out.append(VerificationRecord.from_dict(clip(asdict(job))))
+            self._regions_after = tuple(regions[i + 1:])
+            try:
+                self._check_deadline(f"before region {region} of {obj.uri}", tuple(regions[i:]))
+                out.append(VerificationRecord.from_dict(clip(asdict(job))))
+            except DeadlineExceeded as exc:
+                self._record_not_reached(job, exc, exc.regions_not_reached or self._regions_after)
+                raise
         return out
+
+    def _record_not_reached(self, job: ClipJob, exc: DeadlineExceeded, regions: tuple[str, ...]) -> None:
+        """A transient failed record for each region the deadline left unstarted (backfill and status see them)."""
+        for region in regions:
+            rec = replace(
+                failed_record(job.scene, None, exc),
+                boundary=BoundaryRef(file=self.settings.boundaries, region=region, content_hash=""),
+                source_etag=job.etag, source_version=job.version_id, config_hash=job.config_hash,
+            )
+            self.records.put(rec)
 
     def _head(self, ref: SceneRef) -> SceneObject:
         """HEAD the scene; for an event whose key encoding is undocumented, fall back to the key as delivered."""
         try:
-            return head_scene(self.s3, ref.bucket, ref.key, ref.version_id)
+            return head_scene(self._scene_s3, ref.bucket, ref.key, ref.version_id)
         except RasterReadError:
             if not ref.key_as_delivered:
                 raise
             log.info("decoded key not found, trying the key as delivered", extra={"key": ref.key_as_delivered})
             literal = replace(ref, key=ref.key_as_delivered, key_as_delivered=None)
             self.refuse_recursion(literal)
-            return head_scene(self.s3, literal.bucket, literal.key, literal.version_id)
+            return head_scene(self._scene_s3, literal.bucket, literal.key, literal.version_id)
 
     def refuse_recursion(self, ref: SceneRef) -> None:
         """Our own outputs must never be clipped again (same bucket, or an event misrouted to us)."""
@@ -188,7 +243,7 @@ class ScenePipeline:
             region = match.group("region")
             store.boundary(region)
             return [region]
-        path, extra = gdal_source(self.s3, obj)
+        path, extra = gdal_source(self._scene_s3, obj)
         with rasterio.Env(**self._gdal_env(obj.bucket, extra)):
             from sceneclip.core.source import open_source
 
@@ -219,19 +274,21 @@ class ScenePipeline:
             store = self._store()
             boundary = store.boundary(job.region)
             obj = SceneObject(job.bucket, job.key, job.version_id, job.etag, job.size)
-            path, extra = gdal_source(self.s3, obj)
+            path, extra = gdal_source(self._scene_s3, obj)
             with rasterio.Env(**self._gdal_env(job.bucket, extra)):
                 netstats.clear_curl_cache()
                 netstats.reset()
-                result = clip_to_cog(path, boundary, self.settings.clip_options(), name=job.scene)
+                result = clip_to_cog(path, boundary, self.settings.clip_options(), name=job.scene,
+                                     deadline=self._deadline)
                 fetched = netstats.snapshot()
             try:
+                self._check_deadline(f"before uploading region {job.region} of {job.scene}")
                 key = output_key(self.settings, job.region, job.key)
                 uri = f"s3://{self.settings.output_bucket}/{key}"
                 # The STAC Item reads the COG, so it is made before the upload consumes the file object.
                 item = self._stac_item(replace(result.record, output=uri, source=job.scene), result.output)
                 etag = upload(
-                    self.s3, result.output.fileobj(), self.settings.output_bucket, key,
+                    self._scene_s3, result.output.fileobj(), self.settings.output_bucket, key,
                     content_type=COG_CONTENT_TYPE,
                     metadata={
                         "source-bucket": job.bucket, "source-key": job.key, "source-version": job.version_id or "",
@@ -249,11 +306,13 @@ class ScenePipeline:
                     duration_ms=round((time.perf_counter() - started) * 1000, 1), **base,
                 )
                 if item is not None:
-                    put_json(self.s3, self.settings.output_bucket, key[: -len(".tif")] + ".stac.json", item.to_dict())
+                    put_json(self._scene_s3, self.settings.output_bucket, key[: -len(".tif")] + ".stac.json", item.to_dict())
             finally:
                 result.output.close()
         except Exception as exc:
-            exc = _typed(exc)
+            exc = _past_deadline(_typed(exc), self._deadline)
+            if isinstance(exc, DeadlineExceeded):
+                exc = _not_reached(exc, self._regions_after)
             rec = failed_record(job.scene, boundary, exc, started=started)
             if boundary is None:  # the region is still named when its geometry could not be loaded
                 rec = replace(rec, boundary=BoundaryRef(file=self.settings.boundaries, region=job.region, content_hash=""))
@@ -270,6 +329,7 @@ class ScenePipeline:
 
     def _gdal_env(self, bucket: str, extra: dict[str, str]) -> dict[str, Any]:
         opts = gdal_s3_options()
+        opts.update(gdal_http_options(self._deadline, CLOUD_READ_OPTIONS))  # no call may outlive the budget
         opts.update(non_cached_option(bucket))
         opts.update(extra)
         if extra:  # presigned /vsicurl/ URLs end in a query string, not .tif
