@@ -21,7 +21,7 @@ import rasterio
 from sceneclip import __version__
 from sceneclip.core import netstats
 from sceneclip.core.clip import clip_to_cog
-from sceneclip.core.deadline import Deadline, gdal_http_options
+from sceneclip.core.deadline import Deadline, gdal_http_options, per_call_timeout_s
 from sceneclip.aws.config import Settings
 from sceneclip.errors import (
     DeadlineExceeded,
@@ -85,15 +85,22 @@ def _typed(exc: BaseException) -> SceneclipError:
 
 
 def _past_deadline(exc: SceneclipError, deadline: Deadline | None) -> SceneclipError:
-    """A read or transient failure that surfaces once the budget is spent is the capped timeout firing: say so.
+    """A read or transient failure caused by the budget is reported as DeadlineExceeded.
 
-    Content errors with their own evidence (no overlap, unknown region, ...) are kept as they are.
+    That is: it surfaced once the budget was spent, or it is a timeout while the deadline had shortened the
+    network timeouts (the capped timeout fired; the configured one might not have). Content errors with their
+    own evidence (no overlap, unknown region, ...) are kept as they are.
     """
-    if deadline is None or isinstance(exc, DeadlineExceeded) or not deadline.expired():
+    if deadline is None or isinstance(exc, DeadlineExceeded):
         return exc
     if exc.permanent and not isinstance(exc, RasterReadError):
         return exc
-    out = deadline.exceeded(f"during a network call ({exc.error_type}: {exc})")
+    base = float(CLOUD_READ_OPTIONS["GDAL_HTTP_TIMEOUT"])
+    capped_timeout = per_call_timeout_s(deadline, base) < base and any(
+        marker in str(exc).lower() for marker in ("timed out", "timeout"))
+    if not (deadline.expired() or capped_timeout):
+        return exc
+    out = deadline.exceeded(f"during a network call capped to fit it ({exc.error_type}: {exc})")
     out.__cause__ = exc
     return out
 
