@@ -308,3 +308,26 @@ def test_cli_sources_mode_with_stac_and_exit_codes(tmp_path, tiles):
     for opt in ("--sources", "--boundary", "--region-field", "--layer", "--out", "--workers", "--report",
                 "--no-resume", "--stac", "--invert", "--pad", "--no-crop", "--nodata", "Exit status"):
         assert opt in help_text
+
+
+def test_multi_feature_region_hash_is_the_same_in_batch_clip_and_store(tmp_path):
+    """Two features of one region are dissolved into one geometry by batch, `sceneclip clip` and the store alike."""
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    from sceneclip.aws.store import BoundaryStore
+    from sceneclip.tools.batch import load_job_boundary
+    from sceneclip.tools.store_build import build_store
+    from sceneclip.tools.vectors import load_boundary
+
+    vector = tmp_path / "two.geojson"
+    gpd.GeoDataFrame({"rid": ["r", "r", "other"]},
+                     geometry=[box(0, 0, 1, 1), box(0.5, 0.5, 2, 2), box(5, 5, 6, 6)], crs="EPSG:4326").to_file(vector)
+    job = BatchJob(source="unused.tif", boundary=str(vector), region="r", output=str(tmp_path / "o.tif"),
+                   region_field="rid")
+    from_batch = load_job_boundary(job)
+    from_file = load_boundary(str(vector), region_field="rid", region="r")
+    build_store(str(vector), "rid", str(tmp_path / "store"))
+    from_store = BoundaryStore.load(str(tmp_path / "store")).boundary("r")
+    assert len(from_batch.geometries) == len(from_file.geometries) == 1
+    assert from_batch.content_hash == from_file.content_hash == from_store.content_hash

@@ -42,7 +42,6 @@ SQS_BATCH = 10  # send_message_batch's limit
 SEND_RETRIES = 5
 SEND_BACKOFF_S = 0.2
 
-ENQUEUE_REASONS = ("new", "changed", "retry", "force")
 
 
 # --- pure decisions ------------------------------------------------------------------------------------------

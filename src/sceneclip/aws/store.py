@@ -28,11 +28,8 @@ import hashlib
 import json
 import math
 import os
-import re
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -42,16 +39,12 @@ from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
 from sceneclip.errors import (
-    BoundaryError,
     ConfigError,
-    EmptyGeometryError,
-    MissingCRSError,
     SceneclipError,
     SourceUnavailableError,
     UnknownRegionError,
-    UploadError,
 )
-from sceneclip.core.geometry import Boundary, dissolve, polygonal_parts, repair
+from sceneclip.core.geometry import Boundary
 from sceneclip.aws.s3 import TRANSIENT_AWS_CODES, aws_error_code
 
 FORMAT = "sceneclip-boundaries/1"
@@ -108,11 +101,6 @@ class StoreLocation:
 
             self._s3 = boto3.client("s3")
         return self._s3
-
-    def with_client(self, s3_client: Any) -> StoreLocation:
-        if s3_client is None or s3_client is self._s3:
-            return self
-        return StoreLocation(self.uri, s3_client=s3_client)
 
     def s3_key(self, name: str) -> str:
         return f"{self.prefix}/{name}" if self.prefix else name

@@ -55,9 +55,3 @@ def non_cached_option(bucket: str) -> dict[str, str]:
     container would read stale bytes. Reads of a scene bucket therefore bypass that cache."""
     return {"CPL_VSIL_CURL_NON_CACHED": f"/vsis3/{bucket}"}
 
-
-def to_gdal_path(uri: str) -> str:
-    """s3://bucket/key → /vsis3/bucket/key; anything else unchanged."""
-    if uri.startswith("s3://"):
-        return "/vsis3/" + uri[len("s3://") :]
-    return uri

@@ -47,12 +47,6 @@ class ClipOutput:
             return self.memfile
         return open(str(self.path), "rb")
 
-    def read_bytes(self) -> bytes:
-        if self.memfile is not None:
-            return bytes(self.memfile.getbuffer())
-        with open(str(self.path), "rb") as fh:
-            return fh.read()
-
     def save(self, path: str) -> None:
         """Write to ``path`` atomically (temp name + rename) so a reader never sees a partial file."""
         tmp = f"{path}.part-{uuid.uuid4().hex[:8]}"

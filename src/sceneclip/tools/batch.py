@@ -45,8 +45,6 @@ log = logging.getLogger("sceneclip.batch")
 
 REPORT_NAME = "report.jsonl"
 MANIFEST_FIELDS = ("source", "boundary", "region", "output", "region_field", "layer")
-# ClipOptions fields that change the output file; the others (memory, tmpdir, sampling) only change how.
-OUTPUT_OPTIONS = ("all_touched", "invert", "crop", "pad", "nodata", "profile", "resampling")
 
 
 @dataclass(frozen=True)
@@ -245,20 +243,15 @@ _WORKER_STATS = {"reprojections": 0, "cache_hits": 0}
 
 def load_job_boundary(job: BatchJob) -> Boundary:
     """The job's boundary; each vector file is read once per process, each region selected once."""
-    from sceneclip.tools.vectors import read_vector, select_region
-    from sceneclip.core.geometry import Boundary
+    from sceneclip.tools.vectors import boundary_from_frame, read_vector
 
     key = (job.boundary, job.layer, job.region_field, job.region)
     if key not in _LOADED_BOUNDARIES:
         vkey = (job.boundary, job.layer)
         if vkey not in _VECTOR_CACHE:
             _VECTOR_CACHE[vkey] = read_vector(job.boundary, job.layer)
-        frame = _VECTOR_CACHE[vkey]
-        if frame.crs is None:
-            raise MissingCRSError(f"boundary {job.boundary!r} has no CRS; add one (e.g. `ogr2ogr -a_srs EPSG:4326`)")
-        selected = select_region(frame, job.region_field, job.region, source=job.boundary)
-        geoms = [g for g in selected.geometry if g is not None and not g.is_empty]
-        _LOADED_BOUNDARIES[key] = Boundary.from_geometries(geoms, frame.crs.to_wkt(), source=job.boundary, region=job.region)
+        _LOADED_BOUNDARIES[key] = boundary_from_frame(
+            _VECTOR_CACHE[vkey], job.boundary, region_field=job.region_field, region=job.region)
     return _LOADED_BOUNDARIES[key]
 
 
@@ -394,9 +387,7 @@ def _report_line(record: VerificationRecord, task: _Task, boundary: Boundary | N
 # --- resume --------------------------------------------------------------------------------------------------
 def options_hash(options: ClipOptions, *, stac: bool = False) -> str:
     """sha256 (16 hex) of the options that change the output, so a resumed batch redoes jobs whose options changed."""
-    data = {k: getattr(options, k) for k in OUTPUT_OPTIONS}
-    data["stac"] = stac
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return options.fingerprint(stac=stac)
 
 
 def _resume_key(source: str, boundary_hash: str | None, region: str | None, opt_hash: str, output: str) -> tuple:

@@ -16,8 +16,6 @@ import json
 import logging
 import os
 import sys
-import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
