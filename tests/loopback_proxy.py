@@ -5,6 +5,7 @@ clients' real traffic. A rule maps a request to an action:
 
 * ``("stall", seconds)`` — read the request, then hold the connection without answering (a server that
   hangs), for ``seconds`` or until :meth:`LoopbackProxy.release` is called; then close it unanswered.
+* ``("delay", seconds)`` — wait, then forward (a slow server).
 * ``("status", code, s3_error_code)`` — answer an S3-style XML error (e.g. 503 SlowDown, 500 InternalError).
 * ``None`` — forward to moto untouched.
 
@@ -53,6 +54,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.proxy.released.wait(action[1])
             self.close_connection = True
             return
+        if action is not None and action[0] == "delay":
+            self.proxy.count("delayed")
+            self.proxy.released.wait(action[1])
+            action = None
         if action is not None and action[0] == "status":
             self.proxy.count(f"status {action[1]}")
             payload = b"" if self.command == "HEAD" else (
