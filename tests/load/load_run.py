@@ -6,9 +6,9 @@ GDAL). The events are, shuffled with a fixed seed:
 
 * good scenes (each once) and duplicates of them (the same message again: idempotency must absorb it);
 * bad inputs: not a raster, an empty object, a region the store does not have, a scene outside every region;
-* faults that clear: 503 SlowDown on the first GETs (GDAL's in-call retries), 500 InternalError on more GETs
-  than one delivery retries (cleared by a redelivery), a GET that stalls once (the deadline gives up, the
-  redelivery clips);
+* faults that clear: 503 SlowDown on the first two GETs (GDAL's in-call retries), 500 InternalError on the
+  first two GETs (GDAL does not retry 500 in-call: cleared by the redeliveries), a GET that stalls once (the
+  deadline gives up, the redelivery clips);
 * faults that never clear: 500 InternalError on every GET — these must end in the dead-letter queue.
 
 The worker drains the queue (``--drain``) and stops by itself; a hard limit (``--limit``) SIGTERMs it
@@ -151,7 +151,9 @@ def main() -> int:
     for key in kinds["flaky-503"]:
         faults.add(f"/{bucket}/{key}", ("status", 503, "SlowDown"), 2)
     for key in kinds["flaky-500"]:
-        faults.add(f"/{bucket}/{key}", ("status", 500, "InternalError"), 6)
+        # GDAL retries 429/502/503/504 in-call but not 500: each delivery costs one GET, so two failed GETs
+        # clear on the third delivery (within maxReceiveCount).
+        faults.add(f"/{bucket}/{key}", ("status", 500, "InternalError"), 2)
     for key in kinds["stall-once"]:
         faults.add(f"/{bucket}/{key}", ("stall", 60), 1)
     for key in kinds["fault-forever"]:
@@ -251,6 +253,9 @@ def _report(sqs, s3, ddb, names, bucket, queue, dlq, kinds, good_scenes, keys, s
     for name, value, passed in checks:
         print(f"{name:<{width}}{value:>10}  {'ok' if passed else 'FAIL'}")
     print("-" * (width + 20))
+    missing = [k for k in good_scenes if k not in good_ok]
+    if missing:
+        print(f"good scenes not clipped exactly once: {missing}")
     print(f"bad-input error types: {dict(bad_types)}")
     print(f"never-clearing faults, last record: {dict(forever_types)}")
     print(f"proxy faults injected: {dict(sorted(proxy.counts.items()))}")
