@@ -14,9 +14,10 @@ from rasterio.transform import from_origin
 from rasterio.warp import transform_geom
 from shapely.geometry import box, mapping, shape
 
-from sceneclip.tools import batch as batch_mod
 from sceneclip.cli.batch import batch
-from sceneclip.tools.batch import BatchJob, jobs_from_manifest, jobs_from_sources, run_batch, safe_name
+from sceneclip.tools import batch_boundaries
+from sceneclip.tools.batch import run_batch
+from sceneclip.tools.batch_jobs import BatchJob, jobs_from_manifest, jobs_from_sources, safe_name
 from sceneclip.tools.vectors import load_boundary
 from sceneclip.core.plan import ClipOptions
 from sceneclip.core.clip import run_clip
@@ -54,9 +55,9 @@ def read_report(path) -> list[dict]:
 @pytest.fixture(autouse=True)
 def _fresh_worker_caches():
     """workers=1 runs in this process: start each test with empty caches and counters."""
-    for cache in (batch_mod._WORKER_BOUNDARY_CACHE, batch_mod._LOADED_BOUNDARIES, batch_mod._VECTOR_CACHE):
+    for cache in (batch_boundaries._WORKER_BOUNDARY_CACHE, batch_boundaries._LOADED_BOUNDARIES, batch_boundaries._VECTOR_CACHE):
         cache.clear()
-    batch_mod._WORKER_STATS.update(reprojections=0, cache_hits=0)
+    batch_boundaries._WORKER_STATS.update(reprojections=0, cache_hits=0)
     yield
 
 
@@ -180,7 +181,7 @@ def test_boundary_reprojected_once_per_crs(tmp_path, tiles):
     jobs = _jobs(paths, bpath, tmp_path / "one")
     summary = run_batch(jobs, workers=1, report=str(tmp_path / "one.jsonl"), progress=False)
     assert summary.ok == 6, [r["error"] for r in summary.records]
-    assert batch_mod._WORKER_STATS == {"reprojections": 2, "cache_hits": 4}  # two CRSs, six scenes
+    assert batch_boundaries._WORKER_STATS == {"reprojections": 2, "cache_hits": 4}  # two CRSs, six scenes
     assert [r["job"]["boundary_cache"] for r in summary.records] == ["miss", "hit", "hit", "hit", "miss", "hit"]
     for job in jobs:  # the shared reprojection clips exactly like the per-scene one
         bnd = load_boundary(bpath, region_field="name", region="zone A")
@@ -316,7 +317,7 @@ def test_multi_feature_region_hash_is_the_same_in_batch_clip_and_store(tmp_path)
     from shapely.geometry import box
 
     from sceneclip.aws.store import BoundaryStore
-    from sceneclip.tools.batch import load_job_boundary
+    from sceneclip.tools.batch_boundaries import load_job_boundary
     from sceneclip.tools.store_build import build_store
     from sceneclip.tools.vectors import load_boundary
 

@@ -238,6 +238,7 @@ def test_regions_share_the_budget_and_unreached_ones_are_recorded(proxied_stack)
     key = "scenes/rmnp/rmnp-rgb.tif"
     st["s3"].upload_file(real("landsat_rmnp_rgb_wgs84.tif"), st["bucket"], key)
     app = handler.get_app()
+    handler._WARM_START_CACHE["idempotency_config"].register_lambda_context(LocalContext("ClipFunction", 2048, 300))
     clock = FakeClock()
     deadline = Deadline(at=clock.now + 300, margin_s=10, clock=clock)
     put = app.records.put

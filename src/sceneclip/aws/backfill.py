@@ -328,7 +328,7 @@ def _ignored(obj: ListedObject, suffixes: tuple[str, ...], since: datetime | Non
     if since is not None and obj.last_modified < since:
         return True
     # Our own outputs are never inputs (the pipeline would refuse them: RecursionRefusedError).
-    return settings is not None and obj.bucket == settings.output_bucket and obj.key.startswith(settings.output_prefix)
+    return settings is not None and settings.is_output(obj.bucket, obj.key)
 
 
 def _progress_bar(enabled: bool | None) -> Any:

@@ -132,6 +132,10 @@ class Settings:
             memory_limit=self.memory_limit_mb * MIB,
         )
 
+    def is_output(self, bucket: str, key: str) -> bool:
+        """Whether ``s3://bucket/key`` lies under our output location (it must never be clipped again: it would loop)."""
+        return bucket == self.output_bucket and key.startswith(self.output_prefix)
+
     @property
     def config_hash(self) -> str:
         """Identity of everything that changes the output bytes or location (idempotency key, backfill skip rule)."""

@@ -28,7 +28,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -38,6 +37,7 @@ from rasterio.crs import CRS
 from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
+from sceneclip.core.files import atomic_write
 from sceneclip.errors import (
     ConfigError,
     SceneclipError,
@@ -134,19 +134,8 @@ class StoreLocation:
         if self.is_s3:
             self.s3.put_object(Bucket=self.bucket, Key=self.s3_key(name), Body=data, ContentType=content_type)
             return
-        target = self.path(name)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        # Write beside the target and rename: a reader sees the old file or the new one, never half of one.
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_write(self.path(name)) as fh:  # a reader sees the old file or the new one
+            fh.write(data)
 
 
 def is_transient_aws(exc: BaseException) -> bool:

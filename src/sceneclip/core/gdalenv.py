@@ -33,6 +33,7 @@ CLOUD_READ_OPTIONS: dict[str, Any] = {
 
 
 def endpoint_url(environ: Mapping[str, str] | None = None) -> str | None:
+    """The S3 endpoint to use (``AWS_ENDPOINT_URL_S3``, else ``AWS_ENDPOINT_URL``), or None for AWS itself."""
     env = os.environ if environ is None else environ
     return env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None
 

@@ -107,6 +107,7 @@ class RasterInfo:
 
     @classmethod
     def from_dataset(cls, ds: Any, name: str | None = None) -> RasterInfo:
+        """What the planner needs from an open dataset; bands of mixed dtypes are refused (one output dtype)."""
         dtypes = set(ds.dtypes)
         if len(dtypes) != 1:
             raise RasterReadError(f"{name or ds.name}: bands of different data types {sorted(dtypes)} are not supported")
@@ -130,6 +131,7 @@ class RasterInfo:
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
+        """(left, bottom, right, top) in the raster's CRS."""
         x0, y0 = self.transform @ (0, 0)
         x1, y1 = self.transform @ (self.width, self.height)
         return (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
@@ -162,9 +164,11 @@ class ClipPlan:
 
     @property
     def uncompressed_bytes(self) -> int:
+        """The window's size in memory: pixels × bands × bytes per sample."""
         return self.width * self.height * self.count * np.dtype(self.dtype).itemsize
 
     def source_window(self, chunk: Window) -> Window:
+        """Where an output chunk lies in the source's pixel grid."""
         return Window(self.window.col_off + chunk.col_off, self.window.row_off + chunk.row_off, chunk.width, chunk.height)
 
 
