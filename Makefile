@@ -9,7 +9,7 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv tools browser demo test test-py311 bench bench-memory bench-coldstart layer clean
+.PHONY: help venv tools browser checkov demo test test-py311 bench bench-memory bench-coldstart layer load clean
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -45,9 +45,21 @@ browser:  ## install headless Chromium (Debian package chromium) for the report 
 		$$SUDO apt-get update -qq >/dev/null && \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
-test: $(STAMP) $(TOOLS_STAMP) browser  ## layer contracts, then the suite on Python 3.12 (Lambda's), then again on 3.11 when installed
+# checkov pins boto3/botocore of its own: another virtualenv. Run offline (--skip-download).
+CHECKOV_VENV ?= .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
+$(CHECKOV_STAMP): requirements-checkov.lock
+	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install -q -r requirements-checkov.lock
+	@touch $(CHECKOV_STAMP)
+
+checkov: $(CHECKOV_STAMP)  ## scan template.yaml with checkov (0 failed checks: each is fixed or skipped with a reason)
+	$(CHECKOV_VENV)/bin/checkov -f template.yaml --framework cloudformation --skip-download --compact --quiet
+
+test: $(STAMP) $(TOOLS_STAMP) $(CHECKOV_STAMP) browser  ## layer contracts, checkov, then the suite on Python 3.12 (Lambda's), then again on 3.11 when installed
 	$(VENV)/bin/lint-imports
-	SCENECLIP_TOOLS_BIN=$(abspath $(TOOLS_VENV))/bin $(VPY) -m pytest $(PYTEST_ARGS)
+	SCENECLIP_TOOLS_BIN=$(abspath $(TOOLS_VENV))/bin SCENECLIP_CHECKOV_BIN=$(abspath $(CHECKOV_VENV))/bin/checkov \
+		$(VPY) -m pytest $(PYTEST_ARGS)
 	@py311=$$(python3.11 -c 'import sys; print(sys.executable)' 2>/dev/null); \
 	if [ "$(VENV)" = ".venv" ] && [ -z "$(NO_PY311)" ] && [ -n "$$py311" ] \
 	   && [ "$$($(VPY) -c 'import sys; print(sys.version_info[:2] != (3, 11))')" = "True" ]; then \
@@ -70,5 +82,8 @@ bench-memory: $(STAMP)  ## peak RSS of a 16384²×3 uint16 clip vs the rasterio.
 bench-coldstart: $(STAMP)  ## handler import + init time as a ratio to `import rasterio`
 	$(VPY) benchmarks/bench_coldstart.py
 
+load: $(STAMP)  ## 200 events through moto SQS to `sceneclip worker --concurrency 2`; prints the outcome table
+	$(VPY) tests/load/load_run.py $(LOAD_ARGS)
+
 clean:  ## remove virtualenvs and build output
-	rm -rf $(VENV) .venv311 build .pytest_cache
+	rm -rf $(VENV) .venv311 .venv-checkov build .pytest_cache

@@ -183,7 +183,7 @@ def test_publish_failure_loses_no_record(stack, monkeypatch, capsys):
     assert resp["statusCode"] == 200 and resp["results"][0]["status"] == "ok"
     (rec,) = records(stack)
     assert rec["status"] == "ok" and rec["output"]
-    assert handler.get_app().completion.failures == 1
+    assert handler.get_app().pipeline.completion.failures == 1
     out = capsys.readouterr().out
     blobs = [json.loads(line) for line in out.splitlines() if line.startswith("{") and "_aws" in line]
     failures = [b for b in blobs if "CompletionEventFailures" in b]

@@ -31,7 +31,7 @@ def test_a_transient_failure_is_counted(stack, capsys):
 
     from sceneclip.aws import handler
 
-    app = handler.get_app()
+    app = handler.get_app().pipeline
 
     def unavailable(*_a, **_k):
         from sceneclip.errors import SourceUnavailableError

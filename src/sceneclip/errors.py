@@ -119,6 +119,19 @@ class UploadError(TransientError):
     """Writing the output failed for a reason that may pass."""
 
 
+class DeadlineExceeded(TransientError):
+    """The invocation's time ran out before the clip finished: abandoned cleanly so that it is retried.
+
+    Raised between chunks, between regions and when a capped network call ran out of time, early enough
+    (a margin before the deadline) to write the failed record and release the idempotency lock.
+    ``regions_not_reached`` names the regions of the scene that were never started.
+    """
+
+    def __init__(self, message: str, *, regions_not_reached: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.regions_not_reached = tuple(regions_not_reached)
+
+
 class UnexpectedError(TransientError):
     """A bug or an unforeseen fault: recorded, then retried (bounded by the queue's redrive count)."""
 

@@ -4,6 +4,10 @@ Every trigger — S3 notification, SQS (S3 notification, SNS-wrapped, backfill m
 direct ``{"bucket", "key"}`` payload — is normalised to :class:`~sceneclip.aws.events.SceneRef` and handed to
 :class:`~sceneclip.aws.pipeline.ScenePipeline`. Heavy objects (clients, settings, the boundary store, the
 idempotent clip) are created on first use as one :class:`App` kept in ``_WARM_START_CACHE`` for warm invocations.
+
+Each scene is budgeted from ``context.get_remaining_time_in_millis()`` (:mod:`sceneclip.aws.deadline`): the
+clip gives up a margin before the deadline with a transient ``DeadlineExceeded``, which raises through the
+idempotent function (Powertools then deletes the INPROGRESS record) and fails only that message.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from sceneclip.core import netstats
 from sceneclip.errors import SceneclipError
 from sceneclip.aws.events import InvalidEventError, SceneRef, is_sqs_event, parse_event, parse_sqs_body
+from sceneclip.aws.deadline import deadline_from_context, margin_from_env
 
 netstats.enable()  # GDAL reads this once, before its first network access
 
@@ -62,21 +67,40 @@ def _build_app() -> App:
 
     from sceneclip.aws.completion import publisher_from_target
     from sceneclip.aws.config import Settings
+    from sceneclip.aws.deadline import CappedClients, bookkeeping_config
     from sceneclip.aws.pipeline import ScenePipeline
     from sceneclip.aws.records_table import RecordStore
     from sceneclip.aws.store import get_store
 
     copy_config_to_registered_loggers(source_logger=logger, include={"sceneclip"})
     settings = Settings.from_env()
-    s3 = boto3.client("s3")
-    dynamodb = boto3.client("dynamodb")  # one low-level client for the records and the idempotency table
+    _WARM_START_CACHE["deadline_margin_s"] = margin_from_env()
+    s3_clients = CappedClients("s3")  # S3 calls get timeouts that fit the scene's deadline
+    # One low-level client for the records and the idempotency table: short timeouts, as these calls run in
+    # the margin kept before the deadline (the failed record, the lock release).
+    dynamodb = boto3.client("dynamodb", config=bookkeeping_config())
     records = RecordStore(settings.records_table, client=dynamodb)
     wrap, config = _idempotency(settings, dynamodb)
     pipeline = ScenePipeline(
-        settings, s3=s3, records=records, store_loader=lambda: get_store(settings.boundaries, s3_client=s3),
-        idempotent=wrap, completion=publisher_from_target(settings.completion_target),
+        settings, s3=s3_clients.for_deadline(None), records=records,
+        store_loader=lambda s3: get_store(settings.boundaries, s3_client=s3),
+        idempotent=wrap, completion=publisher_from_target(settings.completion_target), s3_for=s3_clients.for_deadline,
     )
     return App(pipeline=pipeline, idempotency=config)
+
+
+def _remove_stale_spill_dirs(context: Any) -> None:
+    """Once per container: spill directories left by a clip killed mid-way (older than the function timeout)."""
+    if _WARM_START_CACHE.get("spill_dirs_checked"):
+        return
+    _WARM_START_CACHE["spill_dirs_checked"] = True
+    from sceneclip.core.output import remove_stale_workdirs
+
+    # At the first invocation the time left is (nearly) the whole function timeout.
+    timeout_s = max(1.0, context.get_remaining_time_in_millis() / 1000) if context is not None else 900.0
+    removed = remove_stale_workdirs(get_app().pipeline.settings.tmpdir, timeout_s)
+    if removed:
+        logger.warning("removed spill directories left by a killed clip", extra={"removed": removed})
 
 
 def _idempotency(settings: Any, ddb: Any) -> tuple[Any, Any]:
@@ -165,11 +189,15 @@ def _count_ignored() -> None:
 
 
 @tracer.capture_method
-def process_ref(ref: SceneRef, attempt: int | None = None) -> list[dict[str, Any]]:
-    """One scene: permanent failures are recorded and returned; transient ones raise (retry)."""
+def process_ref(ref: SceneRef, attempt: int | None = None, context: Any = None) -> list[dict[str, Any]]:
+    """One scene: permanent failures are recorded and returned; transient ones raise (retry).
+
+    The scene's regions share the time ``context`` has left (none: no deadline).
+    """
     logger.append_keys(scene=ref.uri)
+    deadline = deadline_from_context(context, _WARM_START_CACHE.get("deadline_margin_s", 10.0)) if context else None
     try:
-        records = get_app().pipeline.process(ref, attempt=attempt)
+        records = get_app().pipeline.process(ref, attempt=attempt, deadline=deadline)
     except SceneclipError:
         # Transient: the failed record is written and the scene will be retried; count it here, since the
         # records never reach _emit_metrics.
@@ -180,8 +208,11 @@ def process_ref(ref: SceneRef, attempt: int | None = None) -> list[dict[str, Any
              "error_type": r.error_type, "error": r.error, "transient": r.transient} for r in records]
 
 
-def record_handler(record: SQSRecord) -> list[dict[str, Any]]:
-    """One SQS message. Raising marks only this message failed (ReportBatchItemFailures)."""
+def record_handler(record: SQSRecord, lambda_context: Any = None) -> list[dict[str, Any]]:
+    """One SQS message. Raising marks only this message failed (ReportBatchItemFailures).
+
+    Powertools passes ``lambda_context`` because the signature names it: the deadline comes from it.
+    """
     try:
         refs = parse_sqs_body(record.body)
     except InvalidEventError as exc:
@@ -194,7 +225,7 @@ def record_handler(record: SQSRecord) -> list[dict[str, Any]]:
         _count_ignored()
     out: list[dict[str, Any]] = []
     for ref in refs:
-        out += process_ref(ref, attempt=receive_count(record))
+        out += process_ref(ref, attempt=receive_count(record), context=lambda_context)
     return out
 
 
@@ -218,6 +249,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         raise
     if app.idempotency is not None:
         app.idempotency.register_lambda_context(context)
+    _remove_stale_spill_dirs(context)
     if is_sqs_event(event):
         return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
     try:
@@ -233,7 +265,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     results: list[dict[str, Any]] = []
     for ref in refs:
         try:
-            results += process_ref(ref)
+            results += process_ref(ref, context=context)
         except SceneclipError as exc:
             if not exc.permanent:
                 logger.warning("transient failure, raising for retry", extra={"error": str(exc)})

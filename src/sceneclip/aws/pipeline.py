@@ -26,11 +26,14 @@ import rasterio
 from sceneclip import __version__
 from sceneclip.core import netstats
 from sceneclip.core.clip import clip_to_cog
+from sceneclip.core.deadline import Deadline, gdal_http_options, per_call_timeout_s
 from sceneclip.aws.config import Settings
 from sceneclip.errors import (
     CONTENT,
     AmbiguousKeyError,
+    DeadlineExceeded,
     NoOverlapError,
+    RasterReadError,
     RecursionRefusedError,
     SceneclipError,
     SourceUnavailableError,
@@ -38,7 +41,7 @@ from sceneclip.errors import (
     classify,
 )
 from sceneclip.aws.events import SceneRef
-from sceneclip.core.gdalenv import gdal_s3_options, non_cached_option
+from sceneclip.core.gdalenv import CLOUD_READ_OPTIONS, gdal_s3_options, non_cached_option
 from sceneclip.core.geometry import raster_footprint
 from sceneclip.core.records import BoundaryRef, VerificationRecord, failed_record
 from sceneclip.aws.completion import CompletionPublisher
@@ -101,6 +104,36 @@ def pick_by_etag(ref: SceneRef, found: list[SceneObject]) -> SceneObject:
     )
 
 
+def _past_deadline(exc: SceneclipError, deadline: Deadline | None) -> SceneclipError:
+    """A read or transient failure caused by the budget is reported as DeadlineExceeded.
+
+    That is: it surfaced once the budget was spent, or it is a timeout while the deadline had shortened the
+    network timeouts (the capped timeout fired; the configured one might not have). Content errors with their
+    own evidence (no overlap, unknown region, ...) are kept as they are.
+    """
+    if deadline is None or isinstance(exc, DeadlineExceeded):
+        return exc
+    if exc.permanent and not isinstance(exc, RasterReadError):
+        return exc
+    base = float(CLOUD_READ_OPTIONS["GDAL_HTTP_TIMEOUT"])
+    capped_timeout = per_call_timeout_s(deadline, base) < base and any(
+        marker in str(exc).lower() for marker in ("timed out", "timeout"))
+    if not (deadline.expired() or capped_timeout):
+        return exc
+    out = deadline.exceeded(f"during a network call capped to fit it ({exc.error_type}: {exc})")
+    out.__cause__ = exc
+    return out
+
+
+def _not_reached(exc: DeadlineExceeded, regions: tuple[str, ...]) -> DeadlineExceeded:
+    """The same DeadlineExceeded, naming the regions of the scene that were never started."""
+    if not regions or exc.regions_not_reached:
+        return exc
+    out = DeadlineExceeded(f"{exc}; regions not reached: {', '.join(regions)}", regions_not_reached=regions)
+    out.__cause__ = exc.__cause__
+    return out
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far (Linux reports KiB)."""
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
@@ -114,6 +147,8 @@ class ScenePipeline:
 
     ``idempotent`` wraps the per-region clip (the handler passes Powertools' ``idempotent_function``);
     it receives and returns a :data:`ClipRunner`, so the wrapped clip stays typed.
+    ``store_loader`` receives the S3 client to use; ``s3_for`` gives the S3 client whose timeouts fit a
+    deadline (default: ``s3`` for every deadline).
     """
 
     def __init__(
@@ -122,16 +157,22 @@ class ScenePipeline:
         *,
         s3: Any,
         records: RecordStore,
-        store_loader: Callable[[], Any],
+        store_loader: Callable[[Any], Any],
         idempotent: Callable[[ClipRunner], ClipRunner] | None = None,
         completion: CompletionPublisher | None = None,
+        s3_for: Callable[[Deadline | None], Any] | None = None,
     ) -> None:
         self.settings = settings
         self.s3 = s3
         self.records = records
         self.store_loader = store_loader
         self._clip_once: ClipRunner = idempotent(self.clip_region) if idempotent else self.clip_region
-        self._scene_store: Any = None  # the store as checked once for the scene being processed
+        self._s3_for = s3_for or (lambda _deadline: s3)
+        # Per scene (reset by process): the store as checked once, the deadline, its S3 client, regions after this one.
+        self._scene_store: Any = None
+        self._deadline: Deadline | None = None
+        self._scene_s3: Any = s3
+        self._regions_after: tuple[str, ...] = ()
         self.completion = completion
 
     def _write(self, record: VerificationRecord) -> None:
@@ -143,22 +184,29 @@ class ScenePipeline:
     def _store(self) -> Any:
         """The boundary store: checked for a new version once per scene, not once per region clip."""
         if self._scene_store is None:
-            self._scene_store = self.store_loader()
+            self._scene_store = self.store_loader(self._scene_s3)
         return self._scene_store
 
     # --- scene level ------------------------------------------------------------------------------------
-    def process(self, ref: SceneRef, *, attempt: int | None = None) -> list[VerificationRecord]:
-        """Every region of the scene; ``attempt`` (SQS ``ApproximateReceiveCount``) goes into failed records."""
-        self._scene_store = None
+    def process(self, ref: SceneRef, *, attempt: int | None = None, deadline: Deadline | None = None) -> list[VerificationRecord]:
+        """Every region of the scene, sharing ``deadline`` (None: no time limit, nothing capped); ``attempt``
+        (SQS ``ApproximateReceiveCount``) goes into failed records."""
+        self._scene_store, self._deadline, self._regions_after = None, deadline, ()
+        self._scene_s3 = self._s3_for(deadline)
         try:
             return self._process(ref, attempt)
         finally:
-            self._scene_store = None
+            self._scene_store, self._deadline, self._scene_s3, self._regions_after = None, None, self.s3, ()
+
+    def _check_deadline(self, stage: str, regions_not_reached: tuple[str, ...] = ()) -> None:
+        if self._deadline is not None:
+            self._deadline.check(stage, regions_not_reached=regions_not_reached)
 
     def _process(self, ref: SceneRef, attempt: int | None) -> list[VerificationRecord]:
         started = time.perf_counter()
         obj: SceneObject | None = None
         try:
+            self._check_deadline(f"before {ref.uri} was started")
             self.refuse_recursion(ref)
             obj = self._head(ref)
             regions = self.resolve_regions(ref, obj)
@@ -166,9 +214,15 @@ class ScenePipeline:
             return [self._scene_failure(ref, obj, exc, started, attempt)]
         out: list[VerificationRecord] = []
         superseded = False
-        for region in regions:
+        for i, region in enumerate(regions):
             job = ClipJob(obj.bucket, obj.key, obj.version_id, obj.etag, obj.size, region, self.settings.config_hash)
-            rec = self.run_job(job, force=ref.force, attempt=attempt)
+            self._regions_after = tuple(regions[i + 1:])
+            try:
+                self._check_deadline(f"before region {region} of {obj.uri}", tuple(regions[i:]))
+                rec = self.run_job(job, force=ref.force, attempt=attempt)
+            except DeadlineExceeded as exc:
+                self._record_not_reached(job, exc, exc.regions_not_reached or self._regions_after, attempt)
+                raise
             if rec.ok and not superseded:  # a success of this version + configuration ends its scene-level failure
                 superseded = self._supersede(job)
             out.append(rec)
@@ -182,10 +236,21 @@ class ScenePipeline:
             log.warning("could not delete the superseded scene-level failure", extra={"scene": job.scene, "error": str(exc)})
         return True
 
+    def _record_not_reached(self, job: ClipJob, exc: DeadlineExceeded, regions: tuple[str, ...],
+                            attempt: int | None) -> None:
+        """A transient failed record for each region the deadline left unstarted (backfill and status see them)."""
+        for region in regions:
+            rec = replace(
+                failed_record(job.scene, None, exc),
+                boundary=BoundaryRef(file=self.settings.boundaries, region=region, content_hash=""),
+                source_etag=job.etag, source_version=job.version_id, config_hash=job.config_hash, attempt=attempt,
+            )
+            self._write(rec)
+
     def _scene_failure(self, ref: SceneRef, obj: SceneObject | None, exc: BaseException, started: float,
                        attempt: int | None) -> VerificationRecord:
         """Record a failure before any region clip (HEAD, key resolution, region lookup); raise it if transient."""
-        err = classify(exc, what=f"preparing {ref.uri}")
+        err = _past_deadline(classify(exc, what=f"preparing {ref.uri}"), self._deadline)
         if obj is not None:
             err = self.confirm_content_error(err, obj)
         # When the HEAD worked, record the version actually seen (backfill matches records on ETag).
@@ -209,7 +274,7 @@ class ScenePipeline:
         if getattr(getattr(err, "evidence", None), "kind", None) != CONTENT:
             return err
         try:
-            head = first_bytes(self.s3, obj)
+            head = first_bytes(self._scene_s3, obj)
         except SceneclipError as exc:
             return exc if exc.permanent else SourceUnavailableError(f"{err} — but its first bytes could not be re-read ({exc})")
         if head.startswith(TIFF_MAGIC):
@@ -226,13 +291,13 @@ class ScenePipeline:
         """HEAD the scene. A key with two readings (EventBridge: ``+`` as plus or as space) is resolved by the
         event's ETag (or size): HEAD both, take the one that matches, never the one that merely exists."""
         if not ref.key_as_delivered:
-            return head_scene(self.s3, ref.bucket, ref.key, ref.version_id)
+            return head_scene(self._scene_s3, ref.bucket, ref.key, ref.version_id)
         literal = replace(ref, key=ref.key_as_delivered, key_as_delivered=None)
         self.refuse_recursion(literal)
         found: list[SceneObject] = []
         for key in (ref.key, literal.key):
             try:
-                found.append(head_scene(self.s3, ref.bucket, key, ref.version_id))
+                found.append(head_scene(self._scene_s3, ref.bucket, key, ref.version_id))
             except SceneclipError as exc:
                 if not exc.permanent:
                     raise  # a throttled HEAD says nothing about which key is meant: retry
@@ -262,7 +327,7 @@ class ScenePipeline:
             region = match.group("region")
             store.boundary(region)
             return [region]
-        path, extra = gdal_source(self.s3, obj)
+        path, extra = gdal_source(self._scene_s3, obj)
         with rasterio.Env(**self._gdal_env(obj.bucket, extra)):
             from sceneclip.core.source import open_source
 
@@ -291,8 +356,10 @@ class ScenePipeline:
             return (self.clip_region if force else self._clip_once)(job)
         except Exception as exc:
             err = self.confirm_content_error(
-                classify(exc, what=f"clipping {job.scene} to region {job.region}"),
+                _past_deadline(classify(exc, what=f"clipping {job.scene} to region {job.region}"), self._deadline),
                 SceneObject(job.bucket, job.key, job.version_id, job.etag, job.size))
+            if isinstance(err, DeadlineExceeded):
+                err = _not_reached(err, self._regions_after)
             rec = replace(failed_record(job.scene, self._boundary_or_none(job.region), err, started=started),
                           peak_memory_mb=peak_rss_mb(), attempt=attempt, source_etag=job.etag,
                           source_version=job.version_id, config_hash=job.config_hash)
@@ -317,19 +384,21 @@ class ScenePipeline:
         store = self._store()
         boundary = store.boundary(job.region)
         obj = SceneObject(job.bucket, job.key, job.version_id, job.etag, job.size)
-        path, extra = gdal_source(self.s3, obj)
+        path, extra = gdal_source(self._scene_s3, obj)
         with rasterio.Env(**self._gdal_env(job.bucket, extra)):
             netstats.clear_curl_cache()
             netstats.reset()
-            result = clip_to_cog(path, boundary, self.settings.clip_options(), name=job.scene)
+            result = clip_to_cog(path, boundary, self.settings.clip_options(), name=job.scene,
+                                 deadline=self._deadline)
             fetched = netstats.snapshot()
         try:
+            self._check_deadline(f"before uploading region {job.region} of {job.scene}")
             key = output_key(self.settings, job.region, job.key)
             uri = f"s3://{self.settings.output_bucket}/{key}"
             # The STAC Item reads the COG, so it is made before the upload consumes the file object.
             item = self._stac_item(replace(result.record, output=uri, source=job.scene), result.output)
             etag = upload(
-                self.s3, result.output.fileobj(), self.settings.output_bucket, key,
+                self._scene_s3, result.output.fileobj(), self.settings.output_bucket, key,
                 content_type=COG_CONTENT_TYPE,
                 metadata={
                     "source-bucket": job.bucket, "source-key": job.key, "source-version": job.version_id or "",
@@ -348,7 +417,7 @@ class ScenePipeline:
                 source_etag=job.etag, source_version=job.version_id, config_hash=job.config_hash,
             )
             if item is not None:
-                put_json(self.s3, self.settings.output_bucket, key[: -len(".tif")] + ".stac.json", item.to_dict())
+                put_json(self._scene_s3, self.settings.output_bucket, key[: -len(".tif")] + ".stac.json", item.to_dict())
         finally:
             result.output.close()
         self._write(record)
@@ -358,6 +427,7 @@ class ScenePipeline:
 
     def _gdal_env(self, bucket: str, extra: dict[str, str]) -> dict[str, Any]:
         opts = gdal_s3_options()
+        opts.update(gdal_http_options(self._deadline, CLOUD_READ_OPTIONS))  # no call may outlive the budget
         opts.update(non_cached_option(bucket))
         opts.update(extra)
         if extra:  # presigned /vsicurl/ URLs end in a query string, not .tif

@@ -15,9 +15,15 @@ Each receive loop behaves like one Lambda container fed by the SQS event source 
   policy moves a message to the dead-letter queue once it has been received ``maxReceiveCount`` times.
   Permanent failures (not a raster, no overlap, ...) are recorded by the pipeline and *succeed* as messages,
   so they do not loop.
-* While a batch is being processed a heartbeat thread extends the visibility of the messages it holds every
-  third of the visibility timeout, so a long clip is never handed to a second worker. (SQS caps a message's
-  total invisibility at 12 hours.)
+* While a batch is being processed a heartbeat thread (:mod:`sceneclip.aws.heartbeat`) extends the visibility
+  of the messages it holds every third of the visibility timeout, so a long clip is never handed to a second
+  worker — but never past the message's deadline.
+* Each batch has a deadline of its own, ``timeout_s`` (the function timeout, ``--timeout``): the
+  :class:`~sceneclip.aws.context.LocalContext` counts it down, so the handler budgets each scene from it and
+  abandons a clip with a transient DeadlineExceeded a margin before it; the idempotency layer's INPROGRESS
+  marker expires with it (a worker killed mid-clip blocks a redelivery for at most that long); and the
+  heartbeat stops extending the messages at it. At start-up ``sceneclip-*`` spill directories older than
+  ``timeout_s`` (left by a killed clip) are removed.
 
 Concurrency N = N independent receive loops in N *spawned* processes (GDAL datasets are not thread-safe, and
 forking a process that holds GDAL state is unsafe). Independent loops rather than one receiver feeding a pool:
@@ -41,6 +47,10 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from sceneclip.aws.heartbeat import Heartbeat
+
+__all__ = ["Heartbeat", "WorkerOptions", "WorkerSummary", "receive_loop", "run_worker", "sqs_event"]
 
 log = logging.getLogger("sceneclip.aws.worker")
 
@@ -99,7 +109,7 @@ class WorkerOptions:
     retry_delay: int | None = None  # visibility given to failed messages; None leaves the timeout to run out
     function_name: str = "ClipFunction"
     memory_mb: int = 2048
-    timeout_s: int = 900  # the LocalContext deadline (idempotency in-progress expiry); not enforced
+    timeout_s: int = 900  # per batch: the LocalContext deadline, the idempotency in-progress expiry, the heartbeat's end
 
 
 # --- Lambda-shaped events ------------------------------------------------------------------------------------
@@ -136,47 +146,6 @@ def _attribute(value: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-# --- visibility heartbeat ------------------------------------------------------------------------------------
-class Heartbeat:
-    """Extends the visibility of the messages held while they are processed (a daemon thread)."""
-
-    def __init__(self, sqs: Any, queue_url: str, visibility_timeout: int) -> None:
-        self.sqs, self.queue_url, self.timeout = sqs, queue_url, visibility_timeout
-        self.interval = max(0.5, visibility_timeout / 3)
-        self._held: dict[str, str] = {}  # messageId -> receipt handle
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self.extensions = 0
-        self._thread = threading.Thread(target=self._run, name="sceneclip-visibility", daemon=True)
-        self._thread.start()
-
-    def hold(self, messages: list[dict[str, Any]]) -> None:
-        with self._lock:
-            self._held.update({m["MessageId"]: m["ReceiptHandle"] for m in messages})
-
-    def release(self) -> None:
-        with self._lock:
-            self._held.clear()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            with self._lock:
-                held = list(self._held.items())
-            if not held:
-                continue
-            entries = [{"Id": str(i), "ReceiptHandle": rh, "VisibilityTimeout": self.timeout}
-                       for i, (_, rh) in enumerate(held)]
-            try:
-                self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=entries)
-                self.extensions += 1
-            except Exception as exc:  # a lost heartbeat only risks a duplicate delivery (idempotent)
-                log.warning("visibility extension failed", extra={"error": str(exc)})
-
-
 # --- one receive loop ----------------------------------------------------------------------------------------
 def receive_loop(queue_url: str, options: WorkerOptions, stop: Any) -> WorkerSummary:
     """Receive → handle → delete until ``stop`` is set, ``max_messages`` were received or the queue is drained."""
@@ -191,6 +160,7 @@ def receive_loop(queue_url: str, options: WorkerOptions, stop: Any) -> WorkerSum
     queue_arn = attrs["QueueArn"]
     region = queue_arn.split(":")[3] if queue_arn.count(":") >= 5 else os.environ.get("AWS_REGION", "us-east-1")
     visibility = options.visibility_timeout or int(attrs.get("VisibilityTimeout", 30))
+    _remove_stale_spill_dirs(options.timeout_s)
     heartbeat = Heartbeat(boto3.client("sqs"), queue_url, visibility)
     summary = WorkerSummary(queue_url=queue_url)
     batch_size = max(1, min(MAX_BATCH, options.batch_size))
@@ -215,7 +185,7 @@ def receive_loop(queue_url: str, options: WorkerOptions, stop: Any) -> WorkerSum
                 _set_visibility(sqs, queue_url, messages, 0)
                 summary.released += len(messages)
                 break
-            heartbeat.hold(messages)
+            heartbeat.hold(messages, deadline_s=options.timeout_s)
             started = time.perf_counter()
             try:
                 context = LocalContext(options.function_name, options.memory_mb, options.timeout_s,
@@ -248,6 +218,21 @@ def receive_loop(queue_url: str, options: WorkerOptions, stop: Any) -> WorkerSum
     finally:
         heartbeat.close()
     return summary
+
+
+def _remove_stale_spill_dirs(timeout_s: float) -> None:
+    """Spill directories of clips killed mid-way (older than the function timeout): removed at worker start."""
+    from sceneclip.aws.config import Settings
+    from sceneclip.core.output import remove_stale_workdirs
+    from sceneclip.errors import ConfigError
+
+    try:
+        tmpdir = Settings.from_env().tmpdir
+    except ConfigError:  # the handler reports configuration errors with the first batch
+        return
+    removed = remove_stale_workdirs(tmpdir, timeout_s)
+    if removed:
+        log.warning("removed spill directories left by a killed clip", extra={"removed": removed})
 
 
 def _drained(sqs: Any, queue_url: str) -> bool:
@@ -287,6 +272,7 @@ def run_worker(
     max_messages: int | None = None,
     stop_when_empty: bool = False,
     retry_delay: int | None = None,
+    timeout_s: int = 900,
 ) -> WorkerSummary:
     """Process ``queue_url`` with ``concurrency`` receive loops until stopped (SIGINT/SIGTERM) or drained.
 
@@ -308,13 +294,16 @@ def run_worker(
     retry_delay:
         Visibility timeout given to failed messages; None leaves their timeout to run out (as on Lambda), 0
         retries at once.
+    timeout_s:
+        The function timeout in seconds: each batch's deadline (see the module notes).
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, got {concurrency}")
     if not 0 <= wait_time <= 20:
         raise ValueError(f"wait_time must be 0..20 seconds, got {wait_time}")
     options = WorkerOptions(wait_time=wait_time, visibility_timeout=visibility_timeout, batch_size=batch_size,
-                            max_messages=max_messages, stop_when_empty=stop_when_empty, retry_delay=retry_delay)
+                            max_messages=max_messages, stop_when_empty=stop_when_empty, retry_delay=retry_delay,
+                            timeout_s=timeout_s)
     started = time.perf_counter()
     total = WorkerSummary(queue_url=queue_url, concurrency=concurrency)
     if concurrency == 1:

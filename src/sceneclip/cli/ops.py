@@ -103,12 +103,15 @@ def backfill(source: str, queue_url: str, suffixes: tuple[str, ...], since: str 
               help="Seconds before a failed message is visible again; default: its visibility timeout runs out.")
 @click.option("--max-messages", default=None, type=click.IntRange(1), help="Per process, stop after receiving this many.")
 @click.option("--drain", is_flag=True, help="Stop when the queue has no waiting, in-flight or delayed message.")
+@click.option("--timeout", "timeout_s", default=900, show_default=True, type=click.IntRange(1, 43200),
+              help="Function timeout (s): each batch's deadline; the clip gives up before it and the message is "
+                   "no longer kept invisible after it.")
 @env_vars_option
 @function_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout when stopping.")
 def worker(queue_url: str, concurrency: int, batch_size: int, wait_time: int, visibility_timeout: int | None,
-           retry_delay: int | None, max_messages: int | None, drain: bool, env_vars: str | None, function_id: str,
-           as_json: bool) -> None:
+           retry_delay: int | None, max_messages: int | None, drain: bool, timeout_s: int, env_vars: str | None,
+           function_id: str, as_json: bool) -> None:
     """Long-poll the work queue and run each batch through the same handler as the Lambda function.
 
     Per-message failures are reported as on Lambda (ReportBatchItemFailures): successful messages are
@@ -130,7 +133,7 @@ def worker(queue_url: str, concurrency: int, batch_size: int, wait_time: int, vi
     try:
         summary = run_worker(queue_url, concurrency=concurrency, wait_time=wait_time,
                              visibility_timeout=visibility_timeout, batch_size=batch_size, max_messages=max_messages,
-                             stop_when_empty=drain, retry_delay=retry_delay)
+                             stop_when_empty=drain, retry_delay=retry_delay, timeout_s=timeout_s)
     except (SceneclipError, ValueError) as exc:
         fail(str(exc))
     if as_json:

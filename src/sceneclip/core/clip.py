@@ -14,6 +14,7 @@ from typing import Any
 import rasterio
 
 from sceneclip.core.cog import write_cog
+from sceneclip.core.deadline import Deadline
 from sceneclip.core.execute import ExecutionStats, execute_plan
 from sceneclip.core.geometry import Boundary, no_overlap_error, to_raster_crs
 from sceneclip.core.output import ClipOutput, Workspace
@@ -59,14 +60,18 @@ def refuse_unsupported(src: Any, name: str) -> None:
         )
 
 
-def clip_to_cog(source: str, boundary: Boundary, options: ClipOptions | None = None, *, name: str | None = None) -> ClipResult:
+def clip_to_cog(
+    source: str, boundary: Boundary, options: ClipOptions | None = None, *, name: str | None = None,
+    deadline: Deadline | None = None,
+) -> ClipResult:
     """Clip ``source`` (path, /vsis3/ or s3:// URI) to ``boundary``; write and verify a COG.
 
     Raises a SceneclipError subclass for bad input (permanent) or a fault that may pass (transient), and
     VerificationError when the written output fails a check. On success the COG is in ``result.output``
     (in memory, or spilled to ``options.tmpdir`` for large windows); the caller saves or uploads it.
     ``name`` is how the source appears in records and messages (e.g. s3://bucket/key instead of a
-    presigned URL); it defaults to ``source``.
+    presigned URL); it defaults to ``source``. With a ``deadline`` the clip is abandoned between steps and
+    between chunks with a transient DeadlineExceeded once its budget is spent (nothing partial is kept).
     """
     name = name or redact(source)
 
@@ -80,8 +85,11 @@ def clip_to_cog(source: str, boundary: Boundary, options: ClipOptions | None = N
         workspace = Workspace(plan, options)
         output: ClipOutput | None = None
         try:
-            stats = execute_plan(src, plan, workspace.intermediate, samples_per_chunk=options.samples_per_chunk)
+            stats = execute_plan(src, plan, workspace.intermediate, samples_per_chunk=options.samples_per_chunk,
+                                 deadline=deadline)
             refuse_empty(stats, boundary, name, options)
+            if deadline is not None:
+                deadline.check(f"before writing the COG of {name}")
             output = workspace.new_output()
             write_cog(workspace.intermediate, output.name, plan, options)
             workspace.cleanup()  # the intermediate is not needed for verification: free it now

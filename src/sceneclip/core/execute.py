@@ -21,6 +21,7 @@ from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
 from sceneclip.core.cog import INTERMEDIATE_OPTIONS
+from sceneclip.core.deadline import Deadline
 from sceneclip.core.plan import ClipPlan
 from sceneclip.core.source import read_error
 
@@ -96,14 +97,26 @@ def source_invalid(src: Any, data: np.ndarray, window: Window) -> np.ndarray:
     return invalid
 
 
-def iter_chunks(src: Any, plan: ClipPlan) -> Iterator[tuple[Window, np.ma.MaskedArray, np.ndarray]]:
-    """Yield (output chunk window, source data masked by the source's own validity, keep mask)."""
-    for chunk in plan.chunks:
+def iter_chunks(
+    src: Any, plan: ClipPlan, deadline: Deadline | None = None
+) -> Iterator[tuple[Window, np.ma.MaskedArray, np.ndarray]]:
+    """Yield (output chunk window, source data masked by the source's own validity, keep mask).
+
+    With a ``deadline`` each chunk read starts only while time is left (else DeadlineExceeded), and a read
+    that fails after the deadline passed is reported as DeadlineExceeded (GDAL's capped timeout fired).
+    """
+    total = len(plan.chunks)
+    for n, chunk in enumerate(plan.chunks, start=1):
+        stage = f"before reading chunk {n}/{total} of {src.name}"
+        if deadline is not None:
+            deadline.check(stage)
         swin = plan.source_window(chunk)
         try:
             raw = src.read(window=swin)
             data = np.ma.MaskedArray(raw, mask=source_invalid(src, raw, swin))
         except RasterioError as exc:
+            if deadline is not None and deadline.expired():
+                raise deadline.exceeded(f"while reading chunk {n}/{total} of {src.name}") from exc
             raise read_error(exc, src.name) from exc
         # Exactly rasterio.mask's rule (geometry_mask with the window's transform), evaluated per chunk.
         outside = geometry_mask(
@@ -116,10 +129,14 @@ def iter_chunks(src: Any, plan: ClipPlan) -> Iterator[tuple[Window, np.ma.Masked
         yield chunk, data, ~outside
 
 
-def execute_plan(src: Any, plan: ClipPlan, dst_path: str, *, samples_per_chunk: int = 16, seed: int = 0) -> ExecutionStats:
+def execute_plan(
+    src: Any, plan: ClipPlan, dst_path: str, *, samples_per_chunk: int = 16, seed: int = 0,
+    deadline: Deadline | None = None,
+) -> ExecutionStats:
     """Stream the window chunk by chunk into a tiled GeoTIFF at ``dst_path``; return counts and samples.
 
-    Memory stays at a few chunks (``chunk_size``² × bands × itemsize each) whatever the window size.
+    Memory stays at a few chunks (``chunk_size``² × bands × itemsize each) whatever the window size. With a
+    ``deadline`` the loop stops between chunks once the budget is spent (:class:`~sceneclip.errors.DeadlineExceeded`).
     """
     stats = ExecutionStats()
     rng = np.random.default_rng(seed)
@@ -137,7 +154,7 @@ def execute_plan(src: Any, plan: ClipPlan, dst_path: str, *, samples_per_chunk: 
     nan_nodata = plan.nodata is not None and math.isnan(plan.nodata)
     with rasterio.open(dst_path, "w", **profile) as dst:
         _copy_metadata(src, dst)
-        for chunk, data, keep in iter_chunks(src, plan):
+        for chunk, data, keep in iter_chunks(src, plan, deadline):
             valid = keep[np.newaxis, :, :] & ~np.ma.getmaskarray(data)
             if nan_nodata:
                 valid &= ~np.isnan(data.data)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from typing import Any
 
 import rasterio
@@ -76,12 +77,42 @@ class ClipOutput:
             self.workdir = None
 
 
+SPILL_PREFIX = "sceneclip-"
+
+
+def remove_stale_workdirs(tmpdir: str | None, older_than_s: float) -> list[str]:
+    """Remove ``sceneclip-*`` spill directories in ``tmpdir`` last modified more than ``older_than_s`` ago.
+
+    A process killed mid-clip (Lambda's timeout or out-of-memory kill, a SIGKILLed worker) never runs its
+    cleanup, and a warm Lambda container keeps ``/tmp``. Called at start-up with the function timeout: a
+    directory older than that cannot belong to a clip still running, in this process or in another worker
+    process sharing ``tmpdir`` (no clip outlives its deadline). Returns the directories removed.
+    """
+    base = tmpdir or tempfile.gettempdir()
+    cutoff = time.time() - older_than_s
+    removed = []
+    try:
+        entries = list(os.scandir(base))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not entry.name.startswith(SPILL_PREFIX) or not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                shutil.rmtree(entry.path)
+                removed.append(entry.path)
+        except OSError:  # removed meanwhile by another process, or not ours to remove
+            continue
+    return removed
+
+
 class Workspace:
     """Where the intermediate and the COG live: /vsimem when the window fits ``memory_limit``, else tmpdir."""
 
     def __init__(self, plan: ClipPlan, options: ClipOptions) -> None:
         self.spill = plan.uncompressed_bytes > options.memory_limit
-        self.dir = tempfile.mkdtemp(prefix="sceneclip-", dir=options.tmpdir) if self.spill else None
+        self.dir = tempfile.mkdtemp(prefix=SPILL_PREFIX, dir=options.tmpdir) if self.spill else None
         self.intermediate_mem = None if self.spill else MemoryFile(ext=".tif")
         self.intermediate = os.path.join(self.dir, "intermediate.tif") if self.dir else self.intermediate_mem.name
 
