@@ -248,3 +248,41 @@ def bounds_close(a: Sequence[float], b: Sequence[float], tol: float) -> bool:
 
 def is_finite_bounds(bounds: Sequence[float]) -> bool:
     return all(math.isfinite(v) for v in bounds)
+
+
+def vertex_count(shapes: Iterable[BaseGeometry]) -> int:
+    """Coordinates in ``shapes`` (what the rasteriser walks, per scanline)."""
+    return int(sum(shapely.get_num_coordinates(g) for g in shapes))
+
+
+def clip_to_rect(shapes: Sequence[BaseGeometry], rect: Sequence[float]) -> list[BaseGeometry]:
+    """The polygonal parts of ``shapes`` inside ``rect`` (xmin, ymin, xmax, ymax); empties dropped.
+
+    GDAL's rasteriser visits every edge on every scanline, so rasterising a 10⁶-vertex boundary whole for
+    each chunk costs ~300× a 1,000-vertex one; clipped to the chunk it costs what the chunk's share does.
+    Callers pass a rectangle a few pixels wider than the area they rasterise, so no pixel they keep can
+    see the new edges along the rectangle.
+    """
+    out: list[BaseGeometry] = []
+    for geom in shapes:
+        parts = polygonal_parts(shapely.clip_by_rect(geom, *rect))
+        if parts:
+            out.append(parts[0] if len(parts) == 1 else MultiPolygon(parts))
+    return out
+
+
+def simplify_for_grid(
+    shapes: Sequence[BaseGeometry], bounds: Sequence[float], pixel: float, *, fraction: float, above: int
+) -> list[BaseGeometry]:
+    """Shapes with more than ``above`` vertices: clipped to ``bounds`` (+2 px) and simplified to
+    ``fraction`` of a pixel; smaller ones are returned unchanged (exactly the pixel rule of rasterio.mask).
+
+    Detail finer than a tenth of a pixel can only move a pixel whose centre lies that close to an edge,
+    while it can multiply the rasteriser's work without bound.
+    """
+    if vertex_count(shapes) <= above:
+        return list(shapes)
+    x0, y0, x1, y1 = bounds
+    m = 2 * pixel
+    clipped = clip_to_rect(shapes, (x0 - m, y0 - m, x1 + m, y1 + m))
+    return [shapely.simplify(g, fraction * pixel, preserve_topology=True) for g in clipped]
