@@ -18,10 +18,12 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from sceneclip.core import netstats
+from sceneclip.core.gdalenv import skip_indirection_drivers
 from sceneclip.errors import SceneclipError
 from sceneclip.aws.events import InvalidEventError, SceneRef, is_sqs_event, parse_event, parse_sqs_body
 
 netstats.enable()  # GDAL reads this once, before its first network access
+skip_indirection_drivers()  # GDAL reads GDAL_SKIP once, when it registers its drivers (cold start)
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "sceneclip"))
 tracer = Tracer(patch_modules=("botocore",))  # patch only what the function calls (saves ~110 imports)
@@ -125,7 +127,7 @@ def process_ref(ref: SceneRef) -> list[dict[str, Any]]:
 def record_handler(record: SQSRecord) -> list[dict[str, Any]]:
     """One SQS message. Raising marks only this message failed (ReportBatchItemFailures)."""
     try:
-        refs = parse_sqs_body(record.body)
+        refs = parse_sqs_body(record.body, max_records=get_app().settings.max_event_records)
     except InvalidEventError as exc:
         # A malformed message can never succeed: log it and let it go (it does not loop).
         logger.error("unparseable SQS message dropped", extra={"message_id": record.message_id, "error": str(exc)})
@@ -150,7 +152,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     if is_sqs_event(event):
         return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
     try:
-        refs = parse_event(event)
+        refs = parse_event(event, max_records=get_app().settings.max_event_records)
     except InvalidEventError as exc:
         logger.error("unsupported event", extra={"error": str(exc)})
         return {"statusCode": 400, "error": str(exc), "results": []}

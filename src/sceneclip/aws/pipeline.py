@@ -25,8 +25,11 @@ from sceneclip.aws.config import Settings
 from sceneclip.errors import (
     NoOverlapError,
     RasterReadError,
+    BucketNotAllowedError,
     RecursionRefusedError,
     SceneclipError,
+    SourceUnavailableError,
+    SupersededError,
     UnexpectedError,
     UnknownRegionError,
 )
@@ -35,7 +38,7 @@ from sceneclip.core.gdalenv import gdal_s3_options, non_cached_option
 from sceneclip.core.geometry import raster_footprint
 from sceneclip.core.records import BoundaryRef, VerificationRecord, failed_record
 from sceneclip.aws.records_table import NO_REGION, RecordStore
-from sceneclip.aws.s3 import COG_CONTENT_TYPE, SceneObject, gdal_source, head_scene, put_json, upload
+from sceneclip.aws.s3 import COG_CONTENT_TYPE, SceneObject, gdal_source, head_scene, put_json, refuse_unsafe_key, upload
 
 log = logging.getLogger("sceneclip.aws.pipeline")
 
@@ -129,7 +132,10 @@ class ScenePipeline:
         obj: SceneObject | None = None
         try:
             self.refuse_recursion(ref)
+            self.refuse_bucket(ref)
+            refuse_unsafe_key(ref.bucket, ref.key)
             obj = self._head(ref)
+            self.refuse_changed(ref, obj)
             regions = self.resolve_regions(ref, obj)
         except Exception as exc:
             exc = _typed(exc)
@@ -172,6 +178,40 @@ class ScenePipeline:
                 "refusing to clip an output (it would loop). Exclude the output prefix from the trigger."
             )
 
+    def refuse_bucket(self, ref: SceneRef) -> None:
+        """Only input buckets are read: the worker runs with an operator's credentials, which reach more."""
+        if not self.settings.input_bucket_allowed(ref.bucket):
+            raise BucketNotAllowedError(
+                f"{ref.uri}: bucket {ref.bucket!r} is not an input bucket (SCENECLIP_INPUT_BUCKETS="
+                f"{','.join(self.settings.input_buckets)}); add it there to clip its objects"
+            )
+
+    @staticmethod
+    def refuse_changed(ref: SceneRef, obj: SceneObject) -> None:
+        """An unversioned key whose ETag is no longer the event's holds another object: that one has its own event."""
+        if not ref.version_id and not obj.version_id and ref.etag and obj.etag and ref.etag != obj.etag:
+            raise SupersededError(
+                f"{obj.uri} was overwritten after the event: the event announced ETag {ref.etag}, the bucket now "
+                f"holds ETag {obj.etag}; the newer object's own event clips it"
+            )
+
+    def _superseded(self, exc: SceneclipError, obj: SceneObject) -> SceneclipError:
+        """A failed read of an unversioned object: if the key now holds another ETag, say so (permanent)."""
+        if obj.version_id or not isinstance(exc, (RasterReadError, SupersededError, SourceUnavailableError)):
+            return exc
+        try:
+            now = head_scene(self.s3, obj.bucket, obj.key).etag
+        except SceneclipError:
+            return exc
+        if now == obj.etag:
+            return exc
+        err = SupersededError(
+            f"{obj.uri} was overwritten while it was read (If-Match {obj.etag}, the bucket now holds ETag {now}): "
+            "nothing was clipped from it; the newer object's own event clips it"
+        )
+        err.__cause__ = exc
+        return err
+
     def resolve_regions(self, ref: SceneRef, obj: SceneObject) -> list[str]:
         """The region override of a backfill message; else the key pattern; else every intersecting region."""
         store = self._store()
@@ -188,11 +228,11 @@ class ScenePipeline:
             region = match.group("region")
             store.boundary(region)
             return [region]
-        path, extra = gdal_source(self.s3, obj)
+        path, extra = gdal_source(self.s3, obj, expires_s=self.settings.presign_expires_s)
         with rasterio.Env(**self._gdal_env(obj.bucket, extra)):
             from sceneclip.core.source import open_source
 
-            with open_source(path, obj.uri) as ds:
+            with open_source(path, obj.uri, drivers=self.settings.allowed_drivers, limits=self.settings.limits) as ds:
                 if ds.crs is None:
                     from sceneclip.errors import MissingCRSError
 
@@ -215,11 +255,11 @@ class ScenePipeline:
         started = time.perf_counter()
         base = dict(source_etag=job.etag, source_version=job.version_id, config_hash=job.config_hash)
         boundary = None
+        obj = SceneObject(job.bucket, job.key, job.version_id, job.etag, job.size)
         try:
             store = self._store()
             boundary = store.boundary(job.region)
-            obj = SceneObject(job.bucket, job.key, job.version_id, job.etag, job.size)
-            path, extra = gdal_source(self.s3, obj)
+            path, extra = gdal_source(self.s3, obj, expires_s=self.settings.presign_expires_s)
             with rasterio.Env(**self._gdal_env(job.bucket, extra)):
                 netstats.clear_curl_cache()
                 netstats.reset()
@@ -253,7 +293,7 @@ class ScenePipeline:
             finally:
                 result.output.close()
         except Exception as exc:
-            exc = _typed(exc)
+            exc = self._superseded(_typed(exc), obj)
             rec = failed_record(job.scene, boundary, exc, started=started)
             if boundary is None:  # the region is still named when its geometry could not be loaded
                 rec = replace(rec, boundary=BoundaryRef(file=self.settings.boundaries, region=job.region, content_hash=""))
@@ -271,9 +311,8 @@ class ScenePipeline:
     def _gdal_env(self, bucket: str, extra: dict[str, str]) -> dict[str, Any]:
         opts = gdal_s3_options()
         opts.update(non_cached_option(bucket))
+        # The .tif/.tiff URL rule stays on for presigned URLs too: GDAL tests the path before the query string.
         opts.update(extra)
-        if extra:  # presigned /vsicurl/ URLs end in a query string, not .tif
-            opts.pop("CPL_VSIL_CURL_ALLOWED_EXTENSIONS", None)
         return opts
 
     def _stac_item(self, record: VerificationRecord, output: Any) -> Any:
