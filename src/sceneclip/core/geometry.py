@@ -285,4 +285,6 @@ def simplify_for_grid(
     x0, y0, x1, y1 = bounds
     m = 2 * pixel
     clipped = clip_to_rect(shapes, (x0 - m, y0 - m, x1 + m, y1 + m))
-    return [shapely.simplify(g, fraction * pixel, preserve_topology=True) for g in clipped]
+    # Plain Douglas-Peucker (the topology-preserving variant took 5 s on 10⁶ vertices), repaired if it
+    # made a ring cross itself, so the rasteriser's even-odd fill keeps the intended area.
+    return repair(shapely.simplify(g, fraction * pixel, preserve_topology=False) for g in clipped)
