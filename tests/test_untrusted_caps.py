@@ -156,5 +156,7 @@ def test_caps_are_settings():
     assert s.max_event_records == 5 and opts.allowed_drivers == ("GTiff", "JP2OpenJPEG")
     with pytest.raises(ConfigError, match="SCENECLIP_MAX_BANDS"):
         Settings.from_env({**base, "SCENECLIP_MAX_BANDS": "many"})
+    with pytest.raises(ConfigError, match="SCENECLIP_ALLOWED_DRIVERS"):
+        Settings.from_env({**base, "SCENECLIP_ALLOWED_DRIVERS": "GTiff,VRT"})
     with pytest.raises(ConfigError, match="SCENECLIP_PRESIGN_EXPIRES_S"):
         Settings.from_env({**base, "SCENECLIP_PRESIGN_EXPIRES_S": "0"})

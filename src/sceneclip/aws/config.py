@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from sceneclip.core.gdalenv import DEFAULT_ALLOWED_DRIVERS
+from sceneclip.core.gdalenv import DEFAULT_ALLOWED_DRIVERS, INDIRECTION_DRIVERS
 from sceneclip.core.limits import SourceLimits
 from sceneclip.core.plan import MIB, ClipOptions
 from sceneclip.core.cog import COG_PROFILES, RESAMPLING_CHOICES
@@ -146,6 +146,11 @@ class Settings:
         resampling = (env.get("SCENECLIP_RESAMPLING") or "").lower() or None
         if resampling and resampling not in RESAMPLING_CHOICES:
             raise ConfigError(f"SCENECLIP_RESAMPLING={resampling!r}: choose one of {RESAMPLING_CHOICES}")
+        drivers = _names(env, "SCENECLIP_ALLOWED_DRIVERS") or DEFAULT_ALLOWED_DRIVERS
+        indirect = sorted(set(d.upper() for d in drivers) & {d.upper() for d in INDIRECTION_DRIVERS})
+        if indirect:
+            raise ConfigError(f"SCENECLIP_ALLOWED_DRIVERS names {indirect}: drivers that read other files or URLs "
+                              "are never allowed for sources")
         try:
             memory = int(env.get("SCENECLIP_MEMORY_LIMIT_MB", "256"))
         except ValueError as exc:
@@ -167,7 +172,7 @@ class Settings:
             tmpdir=env.get("SCENECLIP_TMPDIR") or env.get("TMPDIR") or "/tmp",
             memory_limit_mb=memory,
             input_buckets=_names(env, "SCENECLIP_INPUT_BUCKETS"),
-            allowed_drivers=_names(env, "SCENECLIP_ALLOWED_DRIVERS") or DEFAULT_ALLOWED_DRIVERS,
+            allowed_drivers=drivers,
             limits=_limits(env),
             chunk_bytes=_int(env, "SCENECLIP_MAX_CHUNK_BYTES", 64 * MIB) or 64 * MIB,
             max_event_records=_int(env, "SCENECLIP_MAX_EVENT_RECORDS", DEFAULT_MAX_EVENT_RECORDS),
