@@ -17,6 +17,7 @@ class SceneclipError(Exception):
 
     @property
     def error_type(self) -> str:
+        """The class name, as records and metrics name the error."""
         return type(self).__name__
 
 
@@ -39,6 +40,10 @@ class ConfigError(PermanentError):
 
 class InvalidOptionsError(PermanentError):
     """Options that cannot be combined (e.g. invert with crop)."""
+
+
+class InvalidItemError(PermanentError):
+    """A STAC Item that cannot be clipped as given: no assets, an asset without href, a selected asset missing."""
 
 
 class RasterReadError(PermanentError):

@@ -6,9 +6,6 @@ ConfigError naming the variable, at cold start.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
 import os
 import re
 from collections.abc import Mapping
@@ -16,9 +13,9 @@ from dataclasses import dataclass, field
 
 from sceneclip.core.gdalenv import DEFAULT_ALLOWED_DRIVERS, INDIRECTION_DRIVERS
 from sceneclip.core.limits import SourceLimits
-from sceneclip.core.plan import MIB, ClipOptions
+from sceneclip.core.plan import DEFAULT_MEMORY_LIMIT_MB, MIB, ClipOptions
 from sceneclip.core.cog import COG_PROFILES, RESAMPLING_CHOICES
-from sceneclip.errors import ConfigError
+from sceneclip.errors import ConfigError, InvalidOptionsError
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -103,7 +100,7 @@ class Settings:
     resampling: str | None = None
     write_stac: bool = True
     tmpdir: str = "/tmp"
-    memory_limit_mb: int = 256
+    memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB
     idempotency_ttl_s: int = 7 * 24 * 3600
     input_buckets: tuple[str, ...] = ()  # empty: any bucket (the template always sets it)
     allowed_drivers: tuple[str, ...] = DEFAULT_ALLOWED_DRIVERS
@@ -152,10 +149,10 @@ class Settings:
             raise ConfigError(f"SCENECLIP_ALLOWED_DRIVERS names {indirect}: drivers that read other files or URLs "
                               "are never allowed for sources")
         try:
-            memory = int(env.get("SCENECLIP_MEMORY_LIMIT_MB", "256"))
+            memory = int(env.get("SCENECLIP_MEMORY_LIMIT_MB", str(DEFAULT_MEMORY_LIMIT_MB)))
         except ValueError as exc:
             raise ConfigError("SCENECLIP_MEMORY_LIMIT_MB must be an integer number of MB") from exc
-        return cls(
+        settings = cls(
             output_bucket=bucket,
             boundaries=boundaries,
             records_table=table,
@@ -178,13 +175,17 @@ class Settings:
             max_event_records=_int(env, "SCENECLIP_MAX_EVENT_RECORDS", DEFAULT_MAX_EVENT_RECORDS),
             presign_expires_s=_presign_expiry(env),
         )
+        try:  # options that cannot be combined fail here, at cold start, not on the first scene
+            settings.clip_options()
+        except InvalidOptionsError as exc:
+            raise ConfigError(f"SCENECLIP_* clip options: {exc}") from exc
+        return settings
 
     def clip_options(self) -> ClipOptions:
         return ClipOptions(
             all_touched=self.all_touched,
             invert=self.invert,
-            crop=not self.invert,
-            pad=self.pad and not self.invert,
+            pad=self.pad,
             nodata=self.nodata,
             profile=self.cog_profile,
             resampling=self.resampling,
@@ -198,17 +199,11 @@ class Settings:
     def input_bucket_allowed(self, bucket: str) -> bool:
         return not self.input_buckets or bucket in self.input_buckets
 
+    def is_output(self, bucket: str, key: str) -> bool:
+        """Whether ``s3://bucket/key`` lies under our output location (it must never be clipped again: it would loop)."""
+        return bucket == self.output_bucket and key.startswith(self.output_prefix)
+
     @property
     def config_hash(self) -> str:
-        """Identity of everything that changes the output bytes or location (part of the idempotency key)."""
-        nodata = None if self.nodata is None else ("nan" if math.isnan(self.nodata) else self.nodata)
-        doc = {
-            "output": f"s3://{self.output_bucket}/{self.output_prefix}",
-            "all_touched": self.all_touched,
-            "invert": self.invert,
-            "pad": self.pad,
-            "nodata": nodata,
-            "profile": self.cog_profile,
-            "resampling": self.resampling,
-        }
-        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+        """Identity of everything that changes the output bytes or location (idempotency key, backfill skip rule)."""
+        return self.clip_options().fingerprint(output=f"s3://{self.output_bucket}/{self.output_prefix}")

@@ -68,6 +68,7 @@ def skip_indirection_drivers(environ: dict[str, str] | None = None) -> None:
 
 
 def endpoint_url(environ: Mapping[str, str] | None = None) -> str | None:
+    """The S3 endpoint to use (``AWS_ENDPOINT_URL_S3``, else ``AWS_ENDPOINT_URL``), or None for AWS itself."""
     env = os.environ if environ is None else environ
     return env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None
 
@@ -97,9 +98,3 @@ def pinned_read_option(etag: str) -> dict[str, str]:
     HEAD and the last read, S3 answers 412 and the clip fails instead of mixing two objects' bytes."""
     return {"GDAL_HTTP_HEADERS": f'If-Match: "{etag.strip(chr(34))}"'}
 
-
-def to_gdal_path(uri: str) -> str:
-    """s3://bucket/key → /vsis3/bucket/key; anything else unchanged."""
-    if uri.startswith("s3://"):
-        return "/vsis3/" + uri[len("s3://") :]
-    return uri
