@@ -176,6 +176,7 @@ def stack(moto_endpoint, s3_proxy, monkeypatch, tmp_path):
     }
     for k, v in env.items():
         monkeypatch.setenv(k, v)
+    monkeypatch.setenv("SCENECLIP_INPUT_BUCKETS", bucket)  # the worker reads only the input bucket
     handler._WARM_START_CACHE.clear()
     max_receive = int(parameter_defaults(template)["MaxReceiveCount"])
     yield {"names": names, "made": made, "s3": s3, "sqs": sqs, "bucket": bucket, "good": good, "bad": bad,

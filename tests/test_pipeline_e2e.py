@@ -49,6 +49,7 @@ def stack(moto_endpoint, monkeypatch, tmp_path):
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("SCENECLIP_REGION_PATTERN", raising=False)
+    monkeypatch.delenv("SCENECLIP_INPUT_BUCKETS", raising=False)  # tests that restrict buckets set it
     handler._WARM_START_CACHE.clear()
     yield {"names": names, "made": made, "s3": s3, "store": store, "ddb": boto3.resource("dynamodb")}
     handler._WARM_START_CACHE.clear()

@@ -144,6 +144,26 @@ def redact(text: str) -> str:
     return _PRESIGNED.sub(r"\1?<presigned>", text)
 
 
+# --- untrusted input (issue 15) -------------------------------------------------------------------------------
+class LimitExceededError(PermanentError):
+    """The input is larger than a configured cap (the message names the cap, its setting and both values)."""
+
+
+class SupersededError(PermanentError):
+    """The object changed after the event announced it: the clip would read a different object.
+
+    Permanent for *this* event: the newer object has its own event, which clips it.
+    """
+
+
+class UnsafeKeyError(PermanentError):
+    """An object key GDAL's path syntax would rewrite (``..`` segments, ``//``, a leading ``/``, ``\\``)."""
+
+
+class BucketNotAllowedError(PermanentError):
+    """The event names a bucket that is not an input bucket (``SCENECLIP_INPUT_BUCKETS``)."""
+
+
 # --- the one classifier ---------------------------------------------------------------------------------------
 # Evidence kinds, strongest outcome first. Only these make an error permanent; everything else retries.
 TRANSIENT, DENIED, MISSING, REJECTED, CONFIG, CONTENT, UNKNOWN = (

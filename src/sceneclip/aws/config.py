@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from sceneclip.core.gdalenv import DEFAULT_ALLOWED_DRIVERS, INDIRECTION_DRIVERS
+from sceneclip.core.limits import SourceLimits
 from sceneclip.core.plan import DEFAULT_MEMORY_LIMIT_MB, MIB, ClipOptions
 from sceneclip.core.cog import COG_PROFILES, RESAMPLING_CHOICES
 from sceneclip.errors import ConfigError, InvalidOptionsError
@@ -31,6 +33,40 @@ def _bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
     raise ConfigError(f"{name}={raw!r} is not a boolean; use true or false")
 
 
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from exc
+    if value < 0:
+        raise ConfigError(f"{name}={raw!r} must be 0 (no limit) or positive")
+    return value
+
+
+def _names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A comma- or space-separated list (empty entries dropped, order kept)."""
+    return tuple(dict.fromkeys(v for v in re.split(r"[,\s]+", env.get(name) or "") if v))
+
+
+def _limits(env: Mapping[str, str]) -> SourceLimits:
+    d = SourceLimits()
+    return SourceLimits(
+        max_side=_int(env, "SCENECLIP_MAX_RASTER_SIDE", d.max_side),
+        max_bands=_int(env, "SCENECLIP_MAX_BANDS", d.max_bands),
+        max_block_bytes=_int(env, "SCENECLIP_MAX_BLOCK_BYTES", d.max_block_bytes),
+        max_window_bytes=_int(env, "SCENECLIP_MAX_WINDOW_BYTES", d.max_window_bytes),
+        max_vertices=_int(env, "SCENECLIP_MAX_VERTICES", d.max_vertices),
+    )
+
+
+# Longest Lambda timeout: presigned source URLs need not outlive the invocation that signs them.
+DEFAULT_PRESIGN_EXPIRES_S = 900
+DEFAULT_MAX_EVENT_RECORDS = 1000
+
+
 def _required(env: Mapping[str, str], name: str, what: str) -> str:
     value = (env.get(name) or "").strip()
     if not value:
@@ -46,6 +82,14 @@ def _completion_target(env: Mapping[str, str]) -> str | None:
     from sceneclip.aws.completion import CompletionTarget
 
     return CompletionTarget.parse(raw).arn
+
+
+def _presign_expiry(env: Mapping[str, str]) -> int:
+    """Seconds a presigned source URL lives: the function's timeout (the template passes it), at most 7 days."""
+    value = _int(env, "SCENECLIP_PRESIGN_EXPIRES_S", DEFAULT_PRESIGN_EXPIRES_S)
+    if not 1 <= value <= 7 * 24 * 3600:
+        raise ConfigError(f"SCENECLIP_PRESIGN_EXPIRES_S={value} must be between 1 and 604800 seconds")
+    return value
 
 
 @dataclass(frozen=True)
@@ -69,6 +113,12 @@ class Settings:
     memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB
     idempotency_ttl_s: int = 7 * 24 * 3600
     completion_target: str | None = None  # EventBridge bus / SNS topic ARN for completion events; None = off
+    input_buckets: tuple[str, ...] = ()  # empty: any bucket (the template always sets it)
+    allowed_drivers: tuple[str, ...] = DEFAULT_ALLOWED_DRIVERS
+    limits: SourceLimits = field(default_factory=SourceLimits)
+    chunk_bytes: int = 64 * MIB
+    max_event_records: int = DEFAULT_MAX_EVENT_RECORDS
+    presign_expires_s: int = DEFAULT_PRESIGN_EXPIRES_S
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -104,6 +154,11 @@ class Settings:
         resampling = (env.get("SCENECLIP_RESAMPLING") or "").lower() or None
         if resampling and resampling not in RESAMPLING_CHOICES:
             raise ConfigError(f"SCENECLIP_RESAMPLING={resampling!r}: choose one of {RESAMPLING_CHOICES}")
+        drivers = _names(env, "SCENECLIP_ALLOWED_DRIVERS") or DEFAULT_ALLOWED_DRIVERS
+        indirect = sorted(set(d.upper() for d in drivers) & {d.upper() for d in INDIRECTION_DRIVERS})
+        if indirect:
+            raise ConfigError(f"SCENECLIP_ALLOWED_DRIVERS names {indirect}: drivers that read other files or URLs "
+                              "are never allowed for sources")
         try:
             memory = int(env.get("SCENECLIP_MEMORY_LIMIT_MB", str(DEFAULT_MEMORY_LIMIT_MB)))
         except ValueError as exc:
@@ -125,6 +180,12 @@ class Settings:
             tmpdir=env.get("SCENECLIP_TMPDIR") or env.get("TMPDIR") or "/tmp",
             memory_limit_mb=memory,
             completion_target=_completion_target(env),
+            input_buckets=_names(env, "SCENECLIP_INPUT_BUCKETS"),
+            allowed_drivers=drivers,
+            limits=_limits(env),
+            chunk_bytes=_int(env, "SCENECLIP_MAX_CHUNK_BYTES", 64 * MIB) or 64 * MIB,
+            max_event_records=_int(env, "SCENECLIP_MAX_EVENT_RECORDS", DEFAULT_MAX_EVENT_RECORDS),
+            presign_expires_s=_presign_expiry(env),
         )
         try:  # options that cannot be combined fail here, at cold start, not on the first scene
             settings.clip_options()
@@ -142,7 +203,13 @@ class Settings:
             resampling=self.resampling,
             tmpdir=self.tmpdir,
             memory_limit=self.memory_limit_mb * MIB,
+            allowed_drivers=self.allowed_drivers,
+            limits=self.limits,
+            chunk_bytes=self.chunk_bytes,
         )
+
+    def input_bucket_allowed(self, bucket: str) -> bool:
+        return not self.input_buckets or bucket in self.input_buckets
 
     def is_output(self, bucket: str, key: str) -> bool:
         """Whether ``s3://bucket/key`` lies under our output location (it must never be clipped again: it would loop)."""

@@ -145,13 +145,18 @@ def is_sqs_event(event: Any) -> bool:
     return all(isinstance(r, Mapping) and r.get("eventSource") == "aws:sqs" for r in records)
 
 
-def parse_sqs_body(body: str) -> list[SceneRef]:
+# Records one event may carry (SCENECLIP_MAX_EVENT_RECORDS): S3 sends one per notification; a 100,000-record
+# event is not a notification, and each record can start a clip.
+DEFAULT_MAX_RECORDS: Final = 1000
+
+
+def parse_sqs_body(body: str, *, max_records: int = DEFAULT_MAX_RECORDS) -> list[SceneRef]:
     """Parse the body of one SQS message (an S3 notification, an SNS envelope, EventBridge or direct)."""
     if not isinstance(body, str):
         raise InvalidEventError(f"SQS body must be a string, got {type(body).__name__}")
     try:
         payload = json.loads(body)
-        return parse_payload(payload)
+        return parse_payload(payload, max_records=max_records)
     except json.JSONDecodeError as exc:
         raise InvalidEventError(f"SQS body is not JSON ({exc.msg}): {_truncate(body, 80)!r}") from None
     except RecursionError:
@@ -162,7 +167,7 @@ def parse_sqs_body(body: str) -> list[SceneRef]:
         ) from None
 
 
-def parse_event(event: dict[str, Any]) -> list[SceneRef]:
+def parse_event(event: dict[str, Any], *, max_records: int = DEFAULT_MAX_RECORDS) -> list[SceneRef]:
     """Parse a whole Lambda event that is not an SQS batch.
 
     SQS batches are refused here on purpose: the handler must parse each record with :func:`parse_sqs_body`
@@ -170,30 +175,42 @@ def parse_event(event: dict[str, Any]) -> list[SceneRef]:
     """
     if is_sqs_event(event):
         raise InvalidEventError("SQS batch given to parse_event: parse each record's body with parse_sqs_body")
-    return parse_payload(event)
+    return parse_payload(event, max_records=max_records)
 
 
-def parse_payload(payload: dict[str, Any]) -> list[SceneRef]:
+def parse_payload(payload: dict[str, Any], *, max_records: int = DEFAULT_MAX_RECORDS) -> list[SceneRef]:
     """Turn one payload of any accepted (non-SQS) shape into zero or more scene refs.
 
     Returns ``[]`` for payloads that are valid but ask for no work: the ``s3:TestEvent`` S3 sends when a
     notification is configured, S3 events other than ``ObjectCreated:*``, and EventBridge events other than
     ``Object Created``. Raises :class:`InvalidEventError` for anything else it cannot read, naming the keys
-    it received.
+    it received. More than ``max_records`` records (0: no limit) is refused before any is parsed.
     """
-    return _parse(payload, via_sns=False)
+    refs = _parse(payload, via_sns=False, limit=max_records)
+    _refuse_count(len(refs), max_records)
+    return refs
+
+
+def _refuse_count(count: int, limit: int) -> None:
+    if limit and count > limit:
+        raise InvalidEventError(
+            f"the event carries {count:,} records, over the limit of {limit:,} (SCENECLIP_MAX_EVENT_RECORDS); "
+            "S3 sends one per notification: split the work into smaller messages"
+        )
 
 
 # --- shapes -------------------------------------------------------------------------------------------------
-def _parse(payload: Any, *, via_sns: bool) -> list[SceneRef]:
+def _parse(payload: Any, *, via_sns: bool, limit: int) -> list[SceneRef]:
     if not isinstance(payload, Mapping):
         raise InvalidEventError(f"expected a JSON object, got {type(payload).__name__}: {_truncate(repr(payload))}")
     if payload.get("Event") == _S3_TEST_EVENT:
         return []
     if "Records" in payload:
-        return _parse_records(payload["Records"], via_sns=via_sns)
+        if isinstance(payload["Records"], list):
+            _refuse_count(len(payload["Records"]), limit)
+        return _parse_records(payload["Records"], via_sns=via_sns, limit=limit)
     if "Type" in payload and "Message" in payload:
-        return _parse_sns_envelope(payload)
+        return _parse_sns_envelope(payload, limit=limit)
     if payload.get("source") == "aws.s3" and "detail" in payload:
         return _parse_eventbridge(payload)
     if "bucket" in payload and "key" in payload:
@@ -201,7 +218,7 @@ def _parse(payload: Any, *, via_sns: bool) -> list[SceneRef]:
     raise InvalidEventError(f"unrecognised event shape: {_describe(payload)}")
 
 
-def _parse_records(records: Any, *, via_sns: bool) -> list[SceneRef]:
+def _parse_records(records: Any, *, via_sns: bool, limit: int) -> list[SceneRef]:
     if not isinstance(records, list):
         raise InvalidEventError(f"'Records' must be a list, got {type(records).__name__}")
     refs: list[SceneRef] = []
@@ -218,7 +235,7 @@ def _parse_records(records: Any, *, via_sns: bool) -> list[SceneRef]:
             sns = record.get("Sns")
             if not isinstance(sns, Mapping):
                 raise InvalidEventError(f"Records[{index}] from aws:sns has no 'Sns' object")
-            refs.extend(_parse_sns_envelope(sns))
+            refs.extend(_parse_sns_envelope(sns, limit=limit))
         elif source == "aws:sqs":
             raise InvalidEventError(
                 f"Records[{index}] is an SQS record: parse each record's body with parse_sqs_body"
@@ -249,7 +266,7 @@ def _parse_s3_record(record: Mapping[str, Any], index: int, *, origin: Origin) -
     )
 
 
-def _parse_sns_envelope(envelope: Mapping[str, Any]) -> list[SceneRef]:
+def _parse_sns_envelope(envelope: Mapping[str, Any], *, limit: int) -> list[SceneRef]:
     kind = envelope.get("Type")
     if kind != "Notification":
         raise InvalidEventError(f"SNS message of type {kind!r} carries no S3 event (expected 'Notification')")
@@ -259,7 +276,7 @@ def _parse_sns_envelope(envelope: Mapping[str, Any]) -> list[SceneRef]:
             message = json.loads(message)
         except json.JSONDecodeError as exc:
             raise InvalidEventError(f"SNS Message is not JSON ({exc.msg}): {_truncate(message, 80)!r}") from None
-    return _parse(message, via_sns=True)
+    return _parse(message, via_sns=True, limit=limit)
 
 
 def _parse_eventbridge(event: Mapping[str, Any]) -> list[SceneRef]:

@@ -23,11 +23,13 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from sceneclip.core import netstats
+from sceneclip.core.gdalenv import skip_indirection_drivers
 from sceneclip.errors import SceneclipError
 from sceneclip.aws.events import InvalidEventError, SceneRef, is_sqs_event, parse_event, parse_sqs_body
 from sceneclip.aws.deadline import deadline_from_context, margin_from_env
 
 netstats.enable()  # GDAL reads this once, before its first network access
+skip_indirection_drivers()  # GDAL reads GDAL_SKIP once, when it registers its drivers (cold start)
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "sceneclip"))
 tracer = Tracer(patch_modules=("botocore",))  # patch only what the function calls (saves ~110 imports)
@@ -214,7 +216,7 @@ def record_handler(record: SQSRecord, lambda_context: Any = None) -> list[dict[s
     Powertools passes ``lambda_context`` because the signature names it: the deadline comes from it.
     """
     try:
-        refs = parse_sqs_body(record.body)
+        refs = parse_sqs_body(record.body, max_records=get_app().settings.max_event_records)
     except InvalidEventError as exc:
         # A malformed message can never succeed: log it and let it go (it does not loop).
         logger.error("unparseable SQS message dropped", extra={"message_id": record.message_id, "error": str(exc)})
@@ -253,7 +255,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     if is_sqs_event(event):
         return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
     try:
-        refs = parse_event(event)
+        refs = parse_event(event, max_records=get_app().settings.max_event_records)
     except InvalidEventError as exc:
         logger.error("unsupported event", extra={"error": str(exc)})
         metrics.add_metric(name="InvalidEvents", unit=MetricUnit.Count, value=1)

@@ -34,9 +34,11 @@ from sceneclip.errors import (
     DeadlineExceeded,
     NoOverlapError,
     RasterReadError,
+    BucketNotAllowedError,
     RecursionRefusedError,
     SceneclipError,
     SourceUnavailableError,
+    SupersededError,
     UnknownRegionError,
     classify,
 )
@@ -46,7 +48,17 @@ from sceneclip.core.geometry import raster_footprint
 from sceneclip.core.records import BoundaryRef, VerificationRecord, failed_record
 from sceneclip.aws.completion import CompletionPublisher
 from sceneclip.aws.records_table import NO_REGION, RecordStore
-from sceneclip.aws.s3 import TIFF_MAGIC, COG_CONTENT_TYPE, SceneObject, first_bytes, gdal_source, head_scene, put_json, upload
+from sceneclip.aws.s3 import (
+    COG_CONTENT_TYPE,
+    TIFF_MAGIC,
+    SceneObject,
+    first_bytes,
+    gdal_source,
+    head_scene,
+    put_json,
+    refuse_unsafe_key,
+    upload,
+)
 
 log = logging.getLogger("sceneclip.aws.pipeline")
 
@@ -208,7 +220,10 @@ class ScenePipeline:
         try:
             self._check_deadline(f"before {ref.uri} was started")
             self.refuse_recursion(ref)
+            self.refuse_bucket(ref)
+            refuse_unsafe_key(ref.bucket, ref.key)
             obj = self._head(ref)
+            self.refuse_changed(ref, obj)
             regions = self.resolve_regions(ref, obj)
         except Exception as exc:
             return [self._scene_failure(ref, obj, exc, started, attempt)]
@@ -311,6 +326,40 @@ class ScenePipeline:
                 "refusing to clip an output (it would loop). Exclude the output prefix from the trigger."
             )
 
+    def refuse_bucket(self, ref: SceneRef) -> None:
+        """Only input buckets are read: the worker runs with an operator's credentials, which reach more."""
+        if not self.settings.input_bucket_allowed(ref.bucket):
+            raise BucketNotAllowedError(
+                f"{ref.uri}: bucket {ref.bucket!r} is not an input bucket (SCENECLIP_INPUT_BUCKETS="
+                f"{','.join(self.settings.input_buckets)}); add it there to clip its objects"
+            )
+
+    @staticmethod
+    def refuse_changed(ref: SceneRef, obj: SceneObject) -> None:
+        """An unversioned key whose ETag is no longer the event's holds another object: that one has its own event."""
+        if not ref.version_id and not obj.version_id and ref.etag and obj.etag and ref.etag != obj.etag:
+            raise SupersededError(
+                f"{obj.uri} was overwritten after the event: the event announced ETag {ref.etag}, the bucket now "
+                f"holds ETag {obj.etag}; the newer object's own event clips it"
+            )
+
+    def _superseded(self, exc: SceneclipError, obj: SceneObject) -> SceneclipError:
+        """A failed read of an unversioned object: if the key now holds another ETag, say so (permanent)."""
+        if obj.version_id or not isinstance(exc, (RasterReadError, SupersededError, SourceUnavailableError)):
+            return exc
+        try:
+            now = head_scene(self._scene_s3, obj.bucket, obj.key).etag
+        except SceneclipError:
+            return exc
+        if now == obj.etag:
+            return exc
+        err = SupersededError(
+            f"{obj.uri} was overwritten while it was read (If-Match {obj.etag}, the bucket now holds ETag {now}): "
+            "nothing was clipped from it; the newer object's own event clips it"
+        )
+        err.__cause__ = exc
+        return err
+
     def resolve_regions(self, ref: SceneRef, obj: SceneObject) -> list[str]:
         """The region override of a backfill message; else the key pattern; else every intersecting region."""
         store = self._store()
@@ -327,11 +376,11 @@ class ScenePipeline:
             region = match.group("region")
             store.boundary(region)
             return [region]
-        path, extra = gdal_source(self._scene_s3, obj)
+        path, extra = gdal_source(self._scene_s3, obj, expires_s=self.settings.presign_expires_s)
         with rasterio.Env(**self._gdal_env(obj.bucket, extra)):
             from sceneclip.core.source import open_source
 
-            with open_source(path, obj.uri) as ds:
+            with open_source(path, obj.uri, drivers=self.settings.allowed_drivers, limits=self.settings.limits) as ds:
                 if ds.crs is None:
                     from sceneclip.errors import MissingCRSError
 
@@ -355,9 +404,10 @@ class ScenePipeline:
         try:
             return (self.clip_region if force else self._clip_once)(job)
         except Exception as exc:
-            err = self.confirm_content_error(
+            obj = SceneObject(job.bucket, job.key, job.version_id, job.etag, job.size)
+            err = self.confirm_content_error(self._superseded(
                 _past_deadline(classify(exc, what=f"clipping {job.scene} to region {job.region}"), self._deadline),
-                SceneObject(job.bucket, job.key, job.version_id, job.etag, job.size))
+                obj), obj)
             if isinstance(err, DeadlineExceeded):
                 err = _not_reached(err, self._regions_after)
             rec = replace(failed_record(job.scene, self._boundary_or_none(job.region), err, started=started),
@@ -384,7 +434,7 @@ class ScenePipeline:
         store = self._store()
         boundary = store.boundary(job.region)
         obj = SceneObject(job.bucket, job.key, job.version_id, job.etag, job.size)
-        path, extra = gdal_source(self._scene_s3, obj)
+        path, extra = gdal_source(self._scene_s3, obj, expires_s=self.settings.presign_expires_s)
         with rasterio.Env(**self._gdal_env(job.bucket, extra)):
             netstats.clear_curl_cache()
             netstats.reset()
@@ -429,9 +479,8 @@ class ScenePipeline:
         opts = gdal_s3_options()
         opts.update(gdal_http_options(self._deadline, CLOUD_READ_OPTIONS))  # no call may outlive the budget
         opts.update(non_cached_option(bucket))
+        # The .tif/.tiff URL rule stays on for presigned URLs too: GDAL tests the path before the query string.
         opts.update(extra)
-        if extra:  # presigned /vsicurl/ URLs end in a query string, not .tif
-            opts.pop("CPL_VSIL_CURL_ALLOWED_EXTENSIONS", None)
         return opts
 
     def _stac_item(self, record: VerificationRecord, output: Any) -> Any:

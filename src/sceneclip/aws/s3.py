@@ -9,7 +9,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sceneclip.errors import MISSING, PermanentError, UploadError, classify
+from sceneclip.core.gdalenv import pinned_read_option
+from sceneclip.errors import MISSING, PermanentError, UnsafeKeyError, UploadError, classify
 
 _GONE = "the object does not exist (deleted after the event, or never there)"
 # Outputs above the threshold go up in parts (boto3 aborts the upload on failure: no partial object).
@@ -63,16 +64,57 @@ def head_scene(s3: Any, bucket: str, key: str, version_id: str | None = None) ->
     )
 
 
-def gdal_source(s3: Any, obj: SceneObject) -> tuple[str, dict[str, str]]:
-    """(path GDAL opens, extra GDAL options). /vsis3/ cannot name a version, so a versioned object is read
-    through a presigned /vsicurl/ URL that pins exactly the version the event announced."""
-    if not obj.version_id:
-        return f"/vsis3/{obj.bucket}/{obj.key}", {}
-    url = s3.generate_presigned_url(
-        "get_object", Params={"Bucket": obj.bucket, "Key": obj.key, "VersionId": obj.version_id}, ExpiresIn=3600
-    )
+# Characters GDAL's /vsis3/ path syntax would reinterpret (a query, a fragment): such keys go through a
+# presigned URL, where boto3 percent-encodes them, so the path GDAL opens names exactly that key.
+_VSIS3_UNSAFE = frozenset("?#%&=+ \"'<>{}|^`")
+
+
+def refuse_unsafe_key(bucket: str, key: str) -> None:
+    """Refuse keys whose path GDAL or curl would rewrite into another key.
+
+    Both collapse ``.``/``..`` segments (``scenes/../other.tif`` would read ``other.tif``), ``//`` and a
+    leading ``/`` change the key, and ``\\`` is a path separator to GDAL on some paths. No S3 client writes
+    such keys by accident; there is no encoding that reaches them through GDAL safely.
+    """
+    segments = key.split("/")
+    why = None
+    if key.startswith("/"):
+        why = "starts with '/'"
+    elif "\\" in key:
+        why = "contains a backslash"
+    elif any(seg in (".", "..") for seg in segments):
+        why = "has a '.' or '..' path segment"
+    elif "" in segments[:-1]:
+        why = "has an empty path segment ('//')"
+    if why:
+        raise UnsafeKeyError(
+            f"s3://{bucket}/{key}: the key {why}, which GDAL would resolve to a different object; "
+            "rename the object (refused, nothing was read)"
+        )
+
+
+def gdal_source(s3: Any, obj: SceneObject, *, expires_s: int = 900) -> tuple[str, dict[str, str]]:
+    """(path GDAL opens, extra GDAL options), pinned to exactly the object the event announced.
+
+    A versioned object is read through a presigned URL of that version (/vsis3/ cannot name a version). An
+    unversioned one is read with ``If-Match: <etag>`` on every request, so an overwrite between the HEAD and
+    the last range read fails (412 → SupersededError) instead of mixing two objects; its path is /vsis3/
+    unless the key holds characters that path syntax reinterprets, then a presigned URL of exactly the key.
+    Presigned URLs live ``expires_s`` (the function's timeout), not an hour.
+    """
+    refuse_unsafe_key(obj.bucket, obj.key)
+    params: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key}
+    extra: dict[str, str] = {}
+    if obj.version_id:
+        params["VersionId"] = obj.version_id
+    else:
+        extra.update(pinned_read_option(obj.etag))
+        if not (set(obj.key) & _VSIS3_UNSAFE):
+            return f"/vsis3/{obj.bucket}/{obj.key}", extra
+    url = s3.generate_presigned_url("get_object", Params=params, ExpiresIn=int(expires_s))
     # A URL signed for GET refuses HEAD; GDAL must size the file with a ranged GET instead.
-    return f"/vsicurl/{url}", {"CPL_VSIL_CURL_USE_HEAD": "NO"}
+    extra["CPL_VSIL_CURL_USE_HEAD"] = "NO"
+    return f"/vsicurl/{url}", extra
 
 
 def upload(s3: Any, fileobj: Any, bucket: str, key: str, *, content_type: str, metadata: dict[str, str]) -> str:
@@ -80,7 +122,7 @@ def upload(s3: Any, fileobj: Any, bucket: str, key: str, *, content_type: str, m
     from boto3.s3.transfer import TransferConfig
 
     config = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_CHUNKSIZE)
-    meta = {k: _ascii(v) for k, v in metadata.items() if v is not None}
+    meta = {k: metadata_value(v) for k, v in metadata.items() if v is not None}
     try:
         s3.upload_fileobj(fileobj, bucket, key, ExtraArgs={"ContentType": content_type, "Metadata": meta}, Config=config)
         head = s3.head_object(Bucket=bucket, Key=key)
@@ -111,9 +153,27 @@ def put_json(s3: Any, bucket: str, key: str, doc: dict[str, Any]) -> None:
     upload(s3, io.BytesIO(json.dumps(doc, indent=1).encode()), bucket, key, content_type="application/json", metadata={})
 
 
-def _ascii(value: Any) -> str:
-    """S3 user metadata must be ASCII: percent-encode the rest (keys may hold any Unicode)."""
+# S3 allows 2 KB of user metadata in all; nine values of at most this many bytes stay well inside it.
+METADATA_VALUE_LIMIT = 256
+
+
+def metadata_value(value: Any, limit: int = METADATA_VALUE_LIMIT) -> str:
+    """An S3 user-metadata value: ASCII (the rest percent-encoded), at most ``limit`` bytes.
+
+    A longer value is *truncated and hashed*: its first bytes, then ``...sha256=<hex of the full value>``, so
+    it stays recognisable and unambiguous (the full value is in the verification record). A 300-character
+    CJK key is 2,700 bytes encoded, over S3's limit for all metadata together.
+    """
+    import hashlib
     from urllib.parse import quote
 
     text = str(value)
-    return text if text.isascii() else quote(text, safe="/:=+-_.~ ")
+    encoded = text if text.isascii() else quote(text, safe="/:=+-_.~ ")
+    if len(encoded) <= limit:
+        return encoded
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    tail = f"...sha256={digest}"
+    head = encoded[: limit - len(tail)]
+    if "%" in head[-2:]:  # never cut a %xx escape in half
+        head = head[: head.rindex("%")]
+    return head + tail

@@ -21,6 +21,9 @@ def main() -> None:
 
     The same core runs here, in the AWS Lambda function and in the batch/backfill tools.
     """
+    from sceneclip.core.gdalenv import skip_indirection_drivers
+
+    skip_indirection_drivers()  # before GDAL registers its drivers: no VRT/WMS/GTI in this process
 
 
 @main.command()

@@ -15,8 +15,10 @@ import rasterio
 
 from sceneclip.core.cog import write_cog
 from sceneclip.core.deadline import Deadline
+from sceneclip.core.gdalenv import SOURCE_READ_OPTIONS
 from sceneclip.core.execute import ExecutionStats, execute_plan
-from sceneclip.core.geometry import Boundary, no_overlap_error, to_raster_crs
+from sceneclip.core.geometry import Boundary, no_overlap_error, simplify_for_grid, to_raster_crs, vertex_count
+from sceneclip.core.limits import check_vertices
 from sceneclip.core.output import ClipOutput, Workspace
 from sceneclip.core.plan import ClipOptions, ClipPlan, RasterInfo, plan_clip
 from sceneclip.core.records import VerificationRecord, failed_record
@@ -39,6 +41,10 @@ def plan_for_dataset(src: Any, boundary: Boundary, options: ClipOptions, *, name
     info = RasterInfo.from_dataset(src, name=name)
     try:
         shapes = to_raster_crs(boundary, info.crs, info.bounds, raster_name=name)
+        pixel = min(abs(info.transform.a), abs(info.transform.e))
+        shapes = simplify_for_grid(shapes, info.bounds, pixel, fraction=options.simplify_fraction,
+                                   above=options.simplify_above)
+        check_vertices(vertex_count(shapes), name, options.limits)
         return info, plan_clip(info, shapes, options)
     except NoOverlapError:
         raise no_overlap_error(boundary, name) from None
@@ -77,10 +83,10 @@ def clip_to_cog(
 
     options = options or ClipOptions()
     started = time.perf_counter()
-    env = {"GDAL_CACHEMAX": options.gdal_cache_mb}
+    env: dict[str, Any] = {"GDAL_CACHEMAX": options.gdal_cache_mb, **SOURCE_READ_OPTIONS}
     if options.tmpdir:
         env["CPL_TMPDIR"] = options.tmpdir
-    with rasterio.Env(**env), open_source(source, name) as src:
+    with rasterio.Env(**env), open_source(source, name, drivers=options.allowed_drivers, limits=options.limits) as src:
         info, plan = plan_for_dataset(src, boundary, options, name=name)
         workspace = Workspace(plan, options)
         output: ClipOutput | None = None

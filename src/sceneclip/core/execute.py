@@ -22,6 +22,7 @@ from rasterio.windows import transform as window_transform
 
 from sceneclip.core.cog import INTERMEDIATE_OPTIONS
 from sceneclip.core.deadline import Deadline
+from sceneclip.core.geometry import clip_to_rect, vertex_count
 from sceneclip.core.plan import ClipPlan
 from sceneclip.core.source import read_error
 
@@ -44,6 +45,7 @@ class ExecutionStats:
     nodata_collisions: int = 0  # valid pixels equal to an explicitly chosen nodata value
     samples: list[PixelSample] = field(default_factory=list)
     chunks: int = 0
+    mask_vertices: int = 0  # vertices handed to the rasteriser, all chunks (the boundary clipped per chunk)
 
 
 def _copy_metadata(src: Any, dst: Any) -> None:
@@ -97,8 +99,30 @@ def source_invalid(src: Any, data: np.ndarray, window: Window) -> np.ndarray:
     return invalid
 
 
+def chunk_outside(plan: ClipPlan, swin: Window, src_transform: Any) -> tuple[np.ndarray, int]:
+    """(mask True where the chunk's pixels are dropped, vertices rasterised) — rasterio.mask's rule.
+
+    The boundary is first clipped to the chunk (two pixels wider on each side), so the rasteriser walks only
+    the edges that can matter here: its cost follows the chunk's share of the boundary, not the whole.
+    """
+    transform = window_transform(swin, src_transform)
+    shape = (int(swin.height), int(swin.width))
+    if not plan.clip_per_chunk:
+        outside = geometry_mask(plan.shapes, out_shape=shape, transform=transform, all_touched=plan.all_touched,
+                                invert=plan.invert)
+        return outside, vertex_count(plan.shapes)
+    x0, y1 = transform @ (-2, -2)
+    x1, y0 = transform @ (shape[1] + 2, shape[0] + 2)
+    shapes = clip_to_rect(plan.shapes, (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
+    if not shapes:  # no boundary in this chunk: all outside, or all kept when inverted
+        return np.full(shape, not plan.invert), 0
+    outside = geometry_mask(shapes, out_shape=shape, transform=transform, all_touched=plan.all_touched,
+                            invert=plan.invert)
+    return outside, vertex_count(shapes)
+
+
 def iter_chunks(
-    src: Any, plan: ClipPlan, deadline: Deadline | None = None
+    src: Any, plan: ClipPlan, stats: ExecutionStats | None = None, deadline: Deadline | None = None
 ) -> Iterator[tuple[Window, np.ma.MaskedArray, np.ndarray]]:
     """Yield (output chunk window, source data masked by the source's own validity, keep mask).
 
@@ -118,14 +142,9 @@ def iter_chunks(
             if deadline is not None and deadline.expired():
                 raise deadline.exceeded(f"while reading chunk {n}/{total} of {src.name}") from exc
             raise read_error(exc, src.name) from exc
-        # Exactly rasterio.mask's rule (geometry_mask with the window's transform), evaluated per chunk.
-        outside = geometry_mask(
-            plan.shapes,
-            out_shape=(int(chunk.height), int(chunk.width)),
-            transform=window_transform(swin, src.transform),
-            all_touched=plan.all_touched,
-            invert=plan.invert,
-        )
+        outside, vertices = chunk_outside(plan, swin, src.transform)
+        if stats is not None:
+            stats.mask_vertices += vertices
         yield chunk, data, ~outside
 
 
@@ -154,7 +173,7 @@ def execute_plan(
     nan_nodata = plan.nodata is not None and math.isnan(plan.nodata)
     with rasterio.open(dst_path, "w", **profile) as dst:
         _copy_metadata(src, dst)
-        for chunk, data, keep in iter_chunks(src, plan, deadline):
+        for chunk, data, keep in iter_chunks(src, plan, stats, deadline):
             valid = keep[np.newaxis, :, :] & ~np.ma.getmaskarray(data)
             if nan_nodata:
                 valid &= ~np.isnan(data.data)

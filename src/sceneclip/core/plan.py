@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -25,7 +25,9 @@ from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
 from sceneclip.core.cog import default_resampling
-from sceneclip.core.geometry import overlap_with_raster
+from sceneclip.core.gdalenv import DEFAULT_ALLOWED_DRIVERS
+from sceneclip.core.geometry import overlap_with_raster, vertex_count
+from sceneclip.core.limits import SourceLimits, check_window
 from sceneclip.errors import InvalidOptionsError, NoOverlapError, RasterReadError
 
 MIB = 1024 * 1024
@@ -48,6 +50,15 @@ class ClipOptions:
     whole source tiles, with chunk edges on the source's tile grid so no tile is fetched twice).
     memory_limit: above this uncompressed window size the intermediate and the COG go to ``tmpdir``
     (in memory, peak RSS is about 1.7× the window on top of the interpreter; spilled, it stays flat).
+    chunk_bytes: values per chunk, all bands (the chunk side shrinks as bands × item size grow, so memory
+    per chunk is bounded whatever the band count; never below one source block).
+    allowed_drivers: the only GDAL drivers a source is opened with (GTiff reads COGs too).
+    limits: caps checked from the header before any pixel is read (:class:`~sceneclip.core.limits.SourceLimits`).
+    simplify_fraction / simplify_above: a boundary with more than ``simplify_above`` vertices inside the
+    raster is simplified to ``simplify_fraction`` of a pixel first (finer detail cannot change which pixel
+    centres it holds except for centres that close to an edge), then capped by ``limits.max_vertices``; if
+    still above ``simplify_above`` it is clipped to each chunk before rasterising. Smaller boundaries are
+    rasterised exactly as given (bit-identical to ``rasterio.mask``).
     """
 
     all_touched: bool = False
@@ -62,6 +73,11 @@ class ClipOptions:
     tmpdir: str | None = None
     samples_per_chunk: int = 16
     gdal_cache_mb: int = 64
+    chunk_bytes: int = 64 * MIB
+    allowed_drivers: tuple[str, ...] = DEFAULT_ALLOWED_DRIVERS
+    limits: SourceLimits = field(default_factory=SourceLimits)
+    simplify_fraction: float = 0.1
+    simplify_above: int = 20_000
 
     # The options that change the output's bytes; the others (memory, tmpdir, sampling, cache) only change how.
     OUTPUT_FIELDS: ClassVar[tuple[str, ...]] = ("all_touched", "invert", "crop", "pad", "nodata", "profile", "resampling")
@@ -85,6 +101,10 @@ class ClipOptions:
             object.__setattr__(self, "crop", False)
         if self.chunk_size <= 0 or self.chunk_size % 512:
             raise InvalidOptionsError(f"chunk_size must be a positive multiple of 512, got {self.chunk_size}")
+        if self.chunk_bytes <= 0:
+            raise InvalidOptionsError(f"chunk_bytes must be positive, got {self.chunk_bytes}")
+        if not self.allowed_drivers:
+            raise InvalidOptionsError("allowed_drivers must name at least one GDAL driver (e.g. 'GTiff')")
         if self.pad and not self.crop:
             raise InvalidOptionsError("pad widens the crop window; it has no meaning with crop=False or invert")
 
@@ -161,6 +181,7 @@ class ClipPlan:
     resampling: str
     chunks: tuple[Window, ...]
     pad: bool = False  # the window was widened by half a pixel (rasterio's pad)
+    clip_per_chunk: bool = False  # a large boundary: clipped to each chunk before rasterising
 
     @property
     def uncompressed_bytes(self) -> int:
@@ -248,6 +269,16 @@ def chunk_grid(
     )
 
 
+def chunk_side(size: int, chunk_bytes: int, count: int, dtype: str) -> int:
+    """Pixels per chunk side: at most ``size``, and small enough that count × side² × itemsize ≤ chunk_bytes.
+
+    224 float32 bands at 1024² would be 940 MB per chunk (2.4 GB peak with the masks and the output copy);
+    sized by bytes the same window streams in chunks of ``chunk_bytes``.
+    """
+    per_pixel = max(1, int(count) * np.dtype(dtype).itemsize)
+    return max(1, min(size, math.isqrt(max(1, chunk_bytes // per_pixel))))
+
+
 def plan_clip(info: RasterInfo, shapes: list[BaseGeometry], options: ClipOptions) -> ClipPlan:
     """Decide window, transform, nodata policy and chunks. Pure: no pixel I/O.
 
@@ -272,6 +303,7 @@ def plan_clip(info: RasterInfo, shapes: list[BaseGeometry], options: ClipOptions
             raise NoOverlapError(f"boundary only touches the edge of {info.name}; no pixel lies under it")
     else:
         window = Window(0, 0, info.width, info.height)
+    check_window(int(window.width), int(window.height), info.count, info.dtype, info.name, options.limits)
     nodata, use_mask = choose_nodata(info, options.nodata)
     resampling = options.resampling or default_resampling(info.has_colormap)
     return ClipPlan(
@@ -290,9 +322,10 @@ def plan_clip(info: RasterInfo, shapes: list[BaseGeometry], options: ClipOptions
         use_mask=use_mask,
         resampling=resampling,
         chunks=chunk_grid(
-            int(window.width), int(window.height), options.chunk_size,
+            int(window.width), int(window.height), chunk_side(options.chunk_size, options.chunk_bytes, info.count, info.dtype),
             offset=(int(window.col_off), int(window.row_off)), block=info.block_shape,
             source_shape=(info.height, info.width),
         ),
         pad=options.pad and options.crop,
+        clip_per_chunk=vertex_count(shapes) > options.simplify_above,
     )

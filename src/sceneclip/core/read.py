@@ -135,7 +135,7 @@ def read_clip(
     options = ClipOptions(
         all_touched=all_touched, invert=invert, crop=crop, pad=pad, nodata=nodata, chunk_size=chunk_size
     )
-    with rasterio.Env(GDAL_CACHEMAX=options.gdal_cache_mb), open_source(source) as src:
+    with rasterio.Env(GDAL_CACHEMAX=options.gdal_cache_mb), open_source(source, drivers=options.allowed_drivers, limits=options.limits) as src:
         info, plan = plan_for_dataset(src, boundary, options, name=source)
         _refuse_too_large(plan, source, max_bytes)
         data, stats = _fill(src, plan)

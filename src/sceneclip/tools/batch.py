@@ -179,11 +179,12 @@ def _scene_grid(source: str) -> tuple[str, tuple[float, float, float, float]] | 
     """(CRS WKT, bounds) from the scene's header, or None (the worker will report why it cannot be read)."""
     import rasterio
 
-    from sceneclip.core.gdalenv import gdal_s3_options
+    from sceneclip.core.gdalenv import SOURCE_READ_OPTIONS, gdal_s3_options
+    from sceneclip.core.source import open_source
 
-    env = gdal_s3_options() if source.startswith(("s3://", "/vsis3/")) else {}
-    try:
-        with rasterio.Env(**env), rasterio.open(source) as ds:
+    env = gdal_s3_options() if source.startswith(("s3://", "/vsis3/")) else dict(SOURCE_READ_OPTIONS)
+    try:  # the same driver allow-list as the clip: a VRT named .tif is not even opened for its header
+        with rasterio.Env(**env), open_source(source) as ds:
             if ds.crs is None:
                 return None
             return ds.crs.to_wkt(), tuple(ds.bounds)  # type: ignore[return-value]

@@ -14,7 +14,7 @@ from glob import glob
 from pathlib import Path
 from typing import Any
 
-from sceneclip.errors import BoundaryError, ConfigError, MissingCRSError
+from sceneclip.errors import BoundaryError, ConfigError, MissingCRSError, SceneclipError
 
 log = logging.getLogger("sceneclip.batch")
 
@@ -130,6 +130,7 @@ def jobs_from_sources(
     import rasterio
     import shapely
 
+    from sceneclip.core.source import open_source
     from sceneclip.tools.vectors import read_vector
     from sceneclip.core.geometry import raster_footprint
 
@@ -149,10 +150,10 @@ def jobs_from_sources(
     names = _region_dir_names(frame, region_field, boundary)
     jobs: list[BatchJob] = []
     for path in paths:
-        try:
-            with rasterio.open(path) as ds:
+        try:  # the clip's driver allow-list: a VRT/WMS/GTI named .tif is skipped, not opened
+            with open_source(path) as ds:
                 crs, bounds = ds.crs, tuple(ds.bounds)
-        except rasterio.errors.RasterioError as exc:
+        except (rasterio.errors.RasterioError, SceneclipError) as exc:
             log.warning("skipping %s: cannot open (%s)", path, exc)
             continue
         if crs is None:

@@ -146,7 +146,7 @@ def function_spec(template: Mapping[str, Any], logical_id: str, resolver: Resolv
         **((glob.get("Environment") or {}).get("Variables") or {}),
         **(((res.get("Properties") or {}).get("Environment") or {}).get("Variables") or {}),
     }
-    resolved = {k: resolver(v) for k, v in env.items()}
+    resolved = {k: resolver(_as_ref(v, resources)) for k, v in env.items()}
     return FunctionSpec(
         logical_id=logical_id,
         handler=str(resolver(props.get("Handler"))),
@@ -154,6 +154,16 @@ def function_spec(template: Mapping[str, Any], logical_id: str, resolver: Resolv
         timeout_s=int(resolver(props.get("Timeout", 3)) or 3),
         memory_mb=int(resolver(props.get("MemorySize", 128)) or 128),
     )
+
+
+def _as_ref(value: Any, resources: Mapping[str, Any]) -> Any:
+    """A value spelled exactly like a bucket's ``BucketName`` is that bucket (the template names the input
+    bucket that way where ``!Ref`` would be circular), so it resolves to the same local physical name."""
+    if isinstance(value, dict):
+        for logical, res in resources.items():
+            if (res.get("Properties") or {}).get("BucketName") == value:
+                return {"Ref": logical}
+    return value
 
 
 def read_env_vars(path: str | None, logical_id: str) -> dict[str, str]:
