@@ -237,8 +237,9 @@ def test_regions_share_the_budget_and_unreached_ones_are_recorded(proxied_stack)
     st = proxied_stack
     key = "scenes/rmnp/rmnp-rgb.tif"
     st["s3"].upload_file(real("landsat_rmnp_rgb_wgs84.tif"), st["bucket"], key)
-    app = handler.get_app().pipeline
-    handler._WARM_START_CACHE["idempotency_config"].register_lambda_context(LocalContext("ClipFunction", 2048, 300))
+    built = handler.get_app()
+    app = built.pipeline
+    built.idempotency.register_lambda_context(LocalContext("ClipFunction", 2048, 300))
     clock = FakeClock()
     deadline = Deadline(at=clock.now + 300, margin_s=10, clock=clock)
     put = app.records.put

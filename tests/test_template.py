@@ -479,9 +479,14 @@ def _sub_store_arn(stack: Stack, store_uri: str) -> str:
     import re
 
     (statement,) = [s for s in _statements(stack) if _actions(s) == ["s3:GetObject"]]
+    if isinstance(statement["Resource"], str):  # the stack resolver already evaluated Sub/Select/Split
+        return statement["Resource"]
     text, variables = statement["Resource"]["Fn::Sub"]
     values = {}
     for name, expr in variables.items():
+        if isinstance(expr, str):  # the stack resolver already evaluated Select/Split
+            values[name] = expr
+            continue
         index, (delimiter, source) = expr["Fn::Select"][0], expr["Fn::Select"][1]["Fn::Split"]
         assert source == store_uri  # the resolver put the parameter in
         values[name] = store_uri.split(delimiter)[int(index)]

@@ -216,7 +216,7 @@ def record_handler(record: SQSRecord, lambda_context: Any = None) -> list[dict[s
     Powertools passes ``lambda_context`` because the signature names it: the deadline comes from it.
     """
     try:
-        refs = parse_sqs_body(record.body, max_records=get_app().settings.max_event_records)
+        refs = parse_sqs_body(record.body, max_records=get_app().pipeline.settings.max_event_records)
     except InvalidEventError as exc:
         # A malformed message can never succeed: log it and let it go (it does not loop).
         logger.error("unparseable SQS message dropped", extra={"message_id": record.message_id, "error": str(exc)})
@@ -255,7 +255,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     if is_sqs_event(event):
         return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
     try:
-        refs = parse_event(event, max_records=get_app().settings.max_event_records)
+        refs = parse_event(event, max_records=get_app().pipeline.settings.max_event_records)
     except InvalidEventError as exc:
         logger.error("unsupported event", extra={"error": str(exc)})
         metrics.add_metric(name="InvalidEvents", unit=MetricUnit.Count, value=1)
