@@ -63,8 +63,12 @@ def open_source(
         raise RasterReadError(f"cannot read {redact(label)}: no GDAL driver is allowed (SCENECLIP_ALLOWED_DRIVERS)")
     err = read_error(last, label)
     if isinstance(err, RasterReadError) and "not recognized" in str(last):
-        err = RasterReadError(
+        hinted = RasterReadError(
             f"{err}. Only these GDAL formats are read: {', '.join(drivers)} (SCENECLIP_ALLOWED_DRIVERS); a VRT, WMS, "
             "GTI or JSON document is refused whatever its name"
         )
+        # Keep the classifier's evidence: the pipeline confirms content evidence (the object's first bytes)
+        # before it counts as permanent — GDAL says "not recognized" after a failed header read too.
+        hinted.evidence = getattr(err, "evidence", None)  # type: ignore[attr-defined]
+        err = hinted
     raise err from last
