@@ -119,7 +119,7 @@ def cost_section(runs: dict[str, Any]) -> str:
     else:
         advice = (f"{LARGER_MEMORY_MB} MB costs {g_l / g_d:.2f}× the GB·s of {DEFAULT_MEMORY_MB} MB for a "
                   f"{s_d / s_l:.2f}× shorter run: keep the default {DEFAULT_MEMORY_MB} MB unless latency matters.")
-    return (f"Lambda bills duration × memory: ${PRICE_X86} per GB·s on x86_64, ${PRICE_ARM} on arm64 (first "
+    return (f"Lambda bills duration × memory: ${PRICE_X86:.10f} per GB·s on x86_64, ${PRICE_ARM:.10f} on arm64 (first "
             f"tier; requests, $0.20 per million, left out). Lambda gives 1 vCPU per {MB_PER_VCPU} MB; the "
             f"durations are estimated from the {basis}, assuming a Lambda vCPU as fast as a core here.\n\n"
             f"{table}\n\n**Recommendation**: {advice}")
@@ -153,5 +153,5 @@ def render_report(*, runs: dict[str, Any], size: int, src: Any, repeat: int, com
         "",
     ]
     goals = markdown_table(["goal (issue 13)", "sceneclip / peer", "target", "result"], goal_rows(runs))
-    return "\n".join(head) + contender_table(runs) + "\n\n## Goals (reported, not asserted)\n\n" + goals + \
+    return "\n".join(head) + "\n" + contender_table(runs) + "\n\n## Goals (reported, not asserted)\n\n" + goals + \
         "\n\n## Lambda cost per scene (sceneclip)\n\n" + cost_section(runs) + "\n"

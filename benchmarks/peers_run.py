@@ -65,6 +65,8 @@ def run_riotiler(src_path: str, boundary: str, out_path: str) -> None:
     """rio-tiler: ``Reader.feature()`` at full resolution in the source CRS → COG.
 
     ``max_size=None`` keeps the native resolution; ``dst_crs`` = the source CRS avoids a reprojection;
+    ``align_bounds_with_dataset=True`` keeps the source's pixel lattice (without it the feature's bbox is
+    read resampled onto a grid starting at the bbox corner, off the source grid);
     the ImageData's mask becomes nodata 0 in the written COG (rio-tiler has no COG writer of its own:
     ``ImageData.render`` writes a plain GTiff, so the array goes through rasterio as its docs show).
     """
@@ -76,7 +78,7 @@ def run_riotiler(src_path: str, boundary: str, out_path: str) -> None:
     feature = {"type": "Feature", "properties": {}, "geometry": shapes[0]}
     with Reader(src_path) as reader:
         img = reader.feature(feature, shape_crs=reader.crs.from_user_input(crs), dst_crs=reader.crs,
-                             max_size=None)
+                             max_size=None, align_bounds_with_dataset=True)
     data = np.where(img.mask[None, :, :] > 0, img.data, 0).astype(img.data.dtype)
     profile = dict(driver="COG", width=img.width, height=img.height, count=img.count, dtype=str(data.dtype),
                    crs=img.crs, transform=img.transform, nodata=0, **cog_creation_options())
