@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from sceneclip.core.records import VerificationRecord
+from sceneclip.errors import ConfigError, classify
 
 NO_REGION = "-"  # sort key for failures that happen before a region is known
 
@@ -50,8 +51,6 @@ class RecordStore:
     def put(self, record: VerificationRecord) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        from sceneclip.aws.s3 import classify_aws_error
-
         item = _to_dynamo(record.to_dict(drop_none=True))
         # The table's keys: the scene URI and the region id (records stay schema v2: no duplicate fields).
         item["scene"] = record.source
@@ -59,7 +58,31 @@ class RecordStore:
         try:
             self.client.put_item(TableName=self.table_name, Item={k: self._ser.serialize(v) for k, v in item.items()})
         except (ClientError, BotoCoreError) as exc:
-            raise classify_aws_error(exc, f"writing the record to table {self.table_name}") from exc
+            raise classify(exc, what=f"writing the record to table {self.table_name}", permanent=ConfigError) from exc
+
+    def supersede_scene_failure(self, scene: str, etag: str, config_hash: str) -> bool:
+        """Delete the scene-level failure (region ``-``: failed before its regions were known) of this object
+        version and configuration, now that a region of it succeeded. True when one was deleted.
+
+        Conditional on the item still being that failure, so a newer record of another version is kept.
+        """
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.delete_item(
+                TableName=self.table_name, Key={"scene": {"S": scene}, "region": {"S": NO_REGION}},
+                ConditionExpression="#st = :failed AND source_etag = :etag AND config_hash = :cfg",
+                ExpressionAttributeNames={"#st": "status"},
+                ExpressionAttributeValues={":failed": {"S": "failed"}, ":etag": {"S": etag}, ":cfg": {"S": config_hash}},
+            )
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False  # nothing to supersede (the usual case)
+            raise classify(exc, what=f"superseding the scene-level failure in table {self.table_name}",
+                           permanent=ConfigError) from exc
+        except BotoCoreError as exc:
+            raise classify(exc, what=f"superseding the scene-level failure in table {self.table_name}") from exc
 
     def get(self, scene: str, region: str) -> dict[str, Any] | None:
         key = {"scene": {"S": scene}, "region": {"S": region}}

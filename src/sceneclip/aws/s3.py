@@ -9,50 +9,23 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sceneclip.errors import PermanentError, RasterReadError, SceneclipError, SourceUnavailableError, UploadError
+from sceneclip.errors import MISSING, PermanentError, UploadError, classify
 
+_GONE = "the object does not exist (deleted after the event, or never there)"
+# Outputs above the threshold go up in parts (boto3 aborts the upload on failure: no partial object).
+MULTIPART_THRESHOLD = 64 * 1024 * 1024
+MULTIPART_CHUNKSIZE = 16 * 1024 * 1024
 COG_CONTENT_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 
-# AWS error codes that describe a fault which may pass on retry (shared with the boundary store).
-TRANSIENT_AWS_CODES = frozenset({
-    "SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "RequestTimeTooSkewed", "Throttling",
-    "ThrottlingException", "ProvisionedThroughputExceededException", "RequestLimitExceeded", "TooManyRequestsException",
-    "500", "502", "503", "504",
-})
-
-
 def aws_error_code(exc: BaseException) -> str:
-    """The error code of a botocore ClientError (its HTTP status when the code is empty), else the class name."""
-    from botocore.exceptions import ClientError
-
-    if isinstance(exc, ClientError):
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    """The error code of a botocore ClientError (its HTTP status when the code is empty), else the class name.
+    For reports only: classification is :func:`sceneclip.errors.classify`'s job."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = str(response.get("Error", {}).get("Code", ""))
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         return code or str(status or "")
     return type(exc).__name__
-
-
-class AccessDeniedError(PermanentError):
-    """The function's role may not read or write the object (fix the policy, then redrive)."""
-
-
-def classify_aws_error(exc: BaseException, what: str, *, transient_cls: type[SceneclipError] = SourceUnavailableError) -> SceneclipError:
-    """botocore errors → our typed errors: throttling/5xx/connection are transient, the rest permanent."""
-    from botocore.exceptions import BotoCoreError, ClientError, ConnectionError as BotoConnectionError
-
-    if isinstance(exc, ClientError):
-        code = aws_error_code(exc)
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if code in TRANSIENT_AWS_CODES or (isinstance(status, int) and status >= 500):
-            return transient_cls(f"{what}: {code} (will retry)")
-        if code in ("AccessDenied", "403", "AllAccessDisabled"):
-            return AccessDeniedError(f"{what}: access denied; check the function's IAM policy")
-        if code in ("NoSuchKey", "404", "NotFound", "NoSuchVersion", "NoSuchBucket"):
-            return RasterReadError(f"{what}: not found ({code}); was it deleted after the event?")
-        return PermanentError(f"{what}: {code}: {exc}")
-    if isinstance(exc, (BotoConnectionError, BotoCoreError)):
-        return transient_cls(f"{what}: {exc}")
-    return transient_cls(f"{what}: {exc}")
 
 
 @dataclass(frozen=True)
@@ -79,7 +52,7 @@ def head_scene(s3: Any, bucket: str, key: str, version_id: str | None = None) ->
     try:
         head = s3.head_object(**kwargs)
     except (ClientError, BotoCoreError) as exc:
-        raise classify_aws_error(exc, f"s3://{bucket}/{key}") from exc
+        raise classify(exc, what=f"HEAD s3://{bucket}/{key}", hints={MISSING: _GONE}) from exc
     version = head.get("VersionId")
     return SceneObject(
         bucket=bucket,
@@ -105,18 +78,31 @@ def gdal_source(s3: Any, obj: SceneObject) -> tuple[str, dict[str, str]]:
 def upload(s3: Any, fileobj: Any, bucket: str, key: str, *, content_type: str, metadata: dict[str, str]) -> str:
     """boto3 managed transfer (multipart above 64 MB, aborted on failure, so no partial object). Returns ETag."""
     from boto3.s3.transfer import TransferConfig
-    from botocore.exceptions import BotoCoreError, ClientError
 
-    config = TransferConfig(multipart_threshold=64 * 1024 * 1024, multipart_chunksize=16 * 1024 * 1024)
+    config = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_CHUNKSIZE)
     meta = {k: _ascii(v) for k, v in metadata.items() if v is not None}
     try:
         s3.upload_fileobj(fileobj, bucket, key, ExtraArgs={"ContentType": content_type, "Metadata": meta}, Config=config)
         head = s3.head_object(Bucket=bucket, Key=key)
-    except (ClientError, BotoCoreError) as exc:
-        raise classify_aws_error(exc, f"upload to s3://{bucket}/{key}", transient_cls=UploadError) from exc
-    except Exception as exc:  # S3UploadFailedError wraps the ClientError
-        raise classify_aws_error(exc, f"upload to s3://{bucket}/{key}", transient_cls=UploadError) from exc
+    except Exception as exc:  # S3UploadFailedError carries the ClientError's code in its message
+        raise classify(exc, what=f"upload to s3://{bucket}/{key}", transient=UploadError, permanent=PermanentError) from exc
     return str(head.get("ETag", "")).strip('"')
+
+
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, both byte orders
+
+
+def first_bytes(s3: Any, obj: SceneObject, n: int = 16) -> bytes:
+    """The object's first ``n`` bytes (one ranged GET of exactly the version read); raises typed errors."""
+    kwargs: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key, "Range": f"bytes=0-{n - 1}"}
+    if obj.version_id:
+        kwargs["VersionId"] = obj.version_id
+    try:
+        return s3.get_object(**kwargs)["Body"].read()
+    except Exception as exc:
+        if aws_error_code(exc) == "InvalidRange":  # S3's answer for a range of an empty object
+            return b""
+        raise classify(exc, what=f"re-reading the first bytes of {obj.uri}", hints={MISSING: _GONE}) from exc
 
 
 def put_json(s3: Any, bucket: str, key: str, doc: dict[str, Any]) -> None:
