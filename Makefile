@@ -9,7 +9,7 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv tools browser checkov demo test test-py311 bench bench-memory bench-coldstart layer load clean
+.PHONY: help venv tools browser checkov demo test test-py311 bench bench-peers bench-memory bench-coldstart layer load clean
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -70,8 +70,24 @@ test: $(STAMP) $(TOOLS_STAMP) $(CHECKOV_STAMP) browser  ## layer contracts, chec
 test-py311:  ## run the test suite under Python 3.11 only, in .venv311
 	$(MAKE) test VENV=.venv311 PYTHON=$$(python3.11 -c 'import sys; print(sys.executable)' 2>/dev/null || command -v python3)
 
-bench: $(STAMP)  ## run the benchmarks (prints figures, asserts nothing on time)
+bench: $(STAMP)  ## run the benchmarks (prints figures, asserts nothing on time): bytes fetched, then the peers
 	$(VPY) benchmarks/bench_clip.py
+	$(MAKE) --no-print-directory bench-peers
+
+# The peer benchmark's own virtualenv: rioxarray (0.20+ needs Python >= 3.12) and rio-tiler on the runtime
+# lock's rasterio/GDAL (requirements-bench.in constrains them to it), plus this worktree.
+BENCH_VENV ?= .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
+$(BENCH_STAMP): requirements-bench.lock pyproject.toml
+	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install -q -r requirements-bench.lock
+	$(BENCH_VENV)/bin/python -m pip install -q --no-deps -e .
+	@touch $(BENCH_STAMP)
+
+bench-peers: $(BENCH_STAMP)  ## sceneclip vs seed recipe, gdalwarp, rioxarray, rio-tiler, whole processes (BENCH_ARGS=--quick: 2048²)
+	@command -v gdalwarp >/dev/null || (apt-get update && apt-get install -y gdal-bin)
+	$(BENCH_VENV)/bin/python benchmarks/bench_peers.py $(BENCH_ARGS)
 
 layer: $(STAMP)  ## build layers/geo for Python 3.12 (x86_64 and arm64) and check the size budget
 	$(VPY) layers/build_layer.py
@@ -86,4 +102,4 @@ load: $(STAMP)  ## 200 events through moto SQS to `sceneclip worker --concurrenc
 	$(VPY) tests/load/load_run.py $(LOAD_ARGS)
 
 clean:  ## remove virtualenvs and build output
-	rm -rf $(VENV) .venv311 .venv-checkov build .pytest_cache
+	rm -rf $(VENV) .venv311 .venv-checkov $(BENCH_VENV) build .pytest_cache
