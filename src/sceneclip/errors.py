@@ -97,6 +97,11 @@ class UploadError(TransientError):
     """Writing the output failed for a reason that may pass."""
 
 
+class OutputBusyError(TransientError):
+    """Another clip is writing the same output right now (its lease on the record row has not expired):
+    retried, so the two writes happen one after the other and the record always names the object."""
+
+
 class UnexpectedError(TransientError):
     """A bug or an unforeseen fault: recorded, then retried (bounded by the queue's redrive count)."""
 

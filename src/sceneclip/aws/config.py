@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from sceneclip.core.plan import MIB, ClipOptions
 from sceneclip.core.cog import COG_PROFILES, RESAMPLING_CHOICES
+from sceneclip.core.naming import OutputTemplate
 from sceneclip.errors import ConfigError
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -61,6 +62,8 @@ class Settings:
     tmpdir: str = "/tmp"
     memory_limit_mb: int = 256
     idempotency_ttl_s: int = 7 * 24 * 3600
+    output_template: OutputTemplate = OutputTemplate.parse(None)
+    stac_collection: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -116,6 +119,8 @@ class Settings:
             write_stac=_bool(env, "SCENECLIP_WRITE_STAC", True),
             tmpdir=env.get("SCENECLIP_TMPDIR") or env.get("TMPDIR") or "/tmp",
             memory_limit_mb=memory,
+            output_template=OutputTemplate.parse(env.get("SCENECLIP_OUTPUT_KEY")),
+            stac_collection=(env.get("SCENECLIP_STAC_COLLECTION") or "").strip() or None,
         )
 
     def clip_options(self) -> ClipOptions:
@@ -137,6 +142,8 @@ class Settings:
         nodata = None if self.nodata is None else ("nan" if math.isnan(self.nodata) else self.nodata)
         doc = {
             "output": f"s3://{self.output_bucket}/{self.output_prefix}",
+            "output_key": self.output_template.text,
+            "collection": self.stac_collection,
             "all_touched": self.all_touched,
             "invert": self.invert,
             "pad": self.pad,

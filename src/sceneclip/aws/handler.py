@@ -74,7 +74,7 @@ def _idempotency_wrapper(settings: Any, ddb: Any) -> Any:
 
     persistence = DynamoDBPersistenceLayer(table_name=settings.idempotency_table, boto3_client=ddb)
     config = IdempotencyConfig(
-        event_key_jmespath="[bucket, key, version_id, etag, region, config_hash]",
+        event_key_jmespath="[bucket, key, version_id, etag, region, config_hash, boundary_version]",
         raise_on_no_idempotency_key=True,
         expires_after_seconds=settings.idempotency_ttl_s,
     )

@@ -9,7 +9,6 @@ Lambda/SQS retry.
 from __future__ import annotations
 
 import logging
-import os
 import resource
 import time
 from collections.abc import Callable
@@ -18,7 +17,6 @@ from typing import Any
 
 import rasterio
 
-from sceneclip import __version__
 from sceneclip.core import netstats
 from sceneclip.core.clip import clip_to_cog
 from sceneclip.aws.config import Settings
@@ -35,7 +33,10 @@ from sceneclip.core.gdalenv import gdal_s3_options, non_cached_option
 from sceneclip.core.geometry import raster_footprint
 from sceneclip.core.records import BoundaryRef, VerificationRecord, failed_record
 from sceneclip.aws.records_table import NO_REGION, RecordStore
-from sceneclip.aws.s3 import COG_CONTENT_TYPE, SceneObject, gdal_source, head_scene, put_json, upload
+from sceneclip.aws.publish import Destination, Publisher, superseded_record
+from sceneclip.aws.records_table import SourceOrder
+from sceneclip.aws.s3 import SceneObject, gdal_source, head_scene
+from sceneclip.core.naming import NameFields
 
 log = logging.getLogger("sceneclip.aws.pipeline")
 
@@ -51,17 +52,26 @@ class ClipJob:
     size: int
     region: str
     config_hash: str
+    # The boundary store's version: part of the idempotency key, so a rebuilt store re-clips.
+    boundary_version: str = ""
+    last_modified: str | None = None  # the version's LastModified (orders versions without a sequencer)
+    sequencer: str | None = None  # the S3 event's sequencer, when it had one
 
     @property
     def scene(self) -> str:
         return f"s3://{self.bucket}/{self.key}"
 
+    @property
+    def order(self) -> SourceOrder:
+        return SourceOrder.of(self.last_modified, self.sequencer)
 
-def output_key(settings: Settings, region: str, source_key: str) -> str:
-    """``{prefix}{region}/{source key without extension}.tif`` — deterministic, so a retry overwrites."""
-    stem, _ = os.path.splitext(source_key)
-    safe_region = region.replace("/", "_").strip() or "_"
-    return f"{settings.output_prefix}{safe_region}/{stem}.tif"
+
+def output_key(settings: Settings, job: ClipJob) -> str:
+    """The COG's key from ``SCENECLIP_OUTPUT_KEY`` (:mod:`sceneclip.core.naming`): deterministic, so a retry
+    overwrites its own output and nothing else."""
+    fields = NameFields(prefix=settings.output_prefix, region=job.region, bucket=job.bucket, key=job.key,
+                        date=(job.last_modified or "")[:10] or None, collection=settings.stac_collection)
+    return settings.output_template.render(fields)
 
 
 def _overlaps(boundary: Any, ds: Any) -> bool:
@@ -109,6 +119,7 @@ class ScenePipeline:
         self.store_loader = store_loader
         self._clip = clip_wrapper(self.clip_job) if clip_wrapper else self.clip_job
         self._scene_store: Any = None  # the store as checked once for the scene being processed
+        self.publisher = Publisher(s3, records, write_stac=settings.write_stac)
 
     def _store(self) -> Any:
         """The boundary store: checked for a new version once per scene, not once per region clip."""
@@ -146,8 +157,10 @@ class ScenePipeline:
                 raise exc
             return [rec]
         out = []
+        version = str(getattr(self._store(), "version", "") or "")
         for region in regions:
-            job = ClipJob(obj.bucket, obj.key, obj.version_id, obj.etag, obj.size, region, self.settings.config_hash)
+            job = ClipJob(obj.bucket, obj.key, obj.version_id, obj.etag, obj.size, region, self.settings.config_hash,
+                          boundary_version=version, last_modified=obj.last_modified, sequencer=ref.sequencer)
             clip = self.clip_job if ref.force else self._clip
             out.append(VerificationRecord.from_dict(clip(asdict(job))))
         return out
@@ -218,54 +231,65 @@ class ScenePipeline:
         try:
             store = self._store()
             boundary = store.boundary(job.region)
-            obj = SceneObject(job.bucket, job.key, job.version_id, job.etag, job.size)
-            path, extra = gdal_source(self.s3, obj)
-            with rasterio.Env(**self._gdal_env(job.bucket, extra)):
-                netstats.clear_curl_cache()
-                netstats.reset()
-                result = clip_to_cog(path, boundary, self.settings.clip_options(), name=job.scene)
-                fetched = netstats.snapshot()
-            try:
-                key = output_key(self.settings, job.region, job.key)
-                uri = f"s3://{self.settings.output_bucket}/{key}"
-                # The STAC Item reads the COG, so it is made before the upload consumes the file object.
-                item = self._stac_item(replace(result.record, output=uri, source=job.scene), result.output)
-                etag = upload(
-                    self.s3, result.output.fileobj(), self.settings.output_bucket, key,
-                    content_type=COG_CONTENT_TYPE,
-                    metadata={
-                        "source-bucket": job.bucket, "source-key": job.key, "source-version": job.version_id or "",
-                        "source-etag": job.etag, "region": job.region, "boundary-version": getattr(store, "version", ""),
-                        "boundary-hash": boundary.content_hash, "sceneclip-version": __version__,
-                        "sha256": result.record.sha256,
-                    },
-                )
-                record = replace(
-                    result.record, source=job.scene, output=uri, output_etag=etag,
-                    bytes_fetched=fetched.bytes_fetched,
-                    requests=fetched.requests, peak_memory_mb=peak_rss_mb(),
-                    boundary=BoundaryRef(file=boundary.source, region=job.region, content_hash=boundary.content_hash),
-                    boundary_version=getattr(store, "version", None),
-                    duration_ms=round((time.perf_counter() - started) * 1000, 1), **base,
-                )
-                if item is not None:
-                    put_json(self.s3, self.settings.output_bucket, key[: -len(".tif")] + ".stac.json", item.to_dict())
-            finally:
-                result.output.close()
+            key = output_key(self.settings, job)
+            ref = BoundaryRef(file=boundary.source, region=job.region, content_hash=boundary.content_hash)
+            probe = VerificationRecord(source=job.scene, boundary=ref, status="ok", **base)
+            newer = self.publisher.newer_recorded(probe, job.order)
+            if newer is not None:  # an older delivery: do not even clip
+                return self._superseded(superseded_record(probe, job.order, newer))
+            record = self._clip_and_publish(job, store, boundary, key, started, base)
         except Exception as exc:
-            exc = _typed(exc)
-            rec = failed_record(job.scene, boundary, exc, started=started)
-            if boundary is None:  # the region is still named when its geometry could not be loaded
-                rec = replace(rec, boundary=BoundaryRef(file=self.settings.boundaries, region=job.region, content_hash=""))
-            rec = replace(rec, peak_memory_mb=peak_rss_mb(), **base)
-            self.records.put(rec)
-            log.warning("clip failed", extra={"scene": job.scene, "region": job.region, "error_type": rec.error_type, "error": rec.error})
-            if not exc.permanent:
-                raise exc
-            return rec.to_dict()
-        self.records.put(record)
+            return self._failed(job, boundary, _typed(exc), started, base)
+        if record.status != "ok":
+            return self._superseded(record)
         log.info("clip ok", extra={"scene": job.scene, "region": job.region, "output": record.output,
                                    "bytes_fetched": record.bytes_fetched, "valid_fraction": record.valid_fraction})
+        return record.to_dict()
+
+    def _clip_and_publish(self, job: ClipJob, store: Any, boundary: Any, key: str, started: float,
+                          base: dict[str, Any]) -> VerificationRecord:
+        obj = SceneObject(job.bucket, job.key, job.version_id, job.etag, job.size)
+        path, extra = gdal_source(self.s3, obj)
+        with rasterio.Env(**self._gdal_env(job.bucket, extra)):
+            netstats.clear_curl_cache()
+            netstats.reset()
+            result = clip_to_cog(path, boundary, self.settings.clip_options(), name=job.scene)
+            fetched = netstats.snapshot()
+        try:
+            record = replace(
+                result.record, source=job.scene, bytes_fetched=fetched.bytes_fetched,
+                requests=fetched.requests, peak_memory_mb=peak_rss_mb(),
+                boundary=BoundaryRef(file=boundary.source, region=job.region, content_hash=boundary.content_hash),
+                boundary_version=getattr(store, "version", None),
+                duration_ms=round((time.perf_counter() - started) * 1000, 1), **base,
+            )
+            metadata = {
+                "source-bucket": job.bucket, "source-key": job.key, "source-version": job.version_id or "",
+                "source-etag": job.etag, "region": job.region, "boundary-version": getattr(store, "version", ""),
+                "boundary-hash": boundary.content_hash,
+            }
+            return self.publisher.publish(record, result.output, Destination(self.settings.output_bucket, key, job.order),
+                                          metadata)
+        finally:
+            result.output.close()
+
+    def _failed(self, job: ClipJob, boundary: Any, exc: SceneclipError, started: float, base: dict[str, Any]) -> dict[str, Any]:
+        """Record a failure, unless a newer source version is recorded (then the failure is superseded)."""
+        rec = failed_record(job.scene, boundary, exc, started=started)
+        if boundary is None:  # the region is still named when its geometry could not be loaded
+            rec = replace(rec, boundary=BoundaryRef(file=self.settings.boundaries, region=job.region, content_hash=""))
+        rec = replace(rec, peak_memory_mb=peak_rss_mb(), **base)
+        if not self.records.put(rec, order=job.order):
+            newer = self.records.get(job.scene, job.region)
+            return self._superseded(superseded_record(rec, job.order, newer))
+        log.warning("clip failed", extra={"scene": job.scene, "region": job.region, "error_type": rec.error_type, "error": rec.error})
+        if not exc.permanent:
+            raise exc
+        return rec.to_dict()
+
+    def _superseded(self, record: VerificationRecord) -> dict[str, Any]:
+        log.info("older source version not published", extra={"scene": record.source, "region": record.region,
+                                                               "error": record.error})
         return record.to_dict()
 
     def _gdal_env(self, bucket: str, extra: dict[str, str]) -> dict[str, Any]:
@@ -275,11 +299,3 @@ class ScenePipeline:
         if extra:  # presigned /vsicurl/ URLs end in a query string, not .tif
             opts.pop("CPL_VSIL_CURL_ALLOWED_EXTENSIONS", None)
         return opts
-
-    def _stac_item(self, record: VerificationRecord, output: Any) -> Any:
-        """The STAC Item written next to the COG (same stem, ``.stac.json``), or None when disabled."""
-        if not self.settings.write_stac:
-            return None
-        from sceneclip.core.stac import make_item
-
-        return make_item(record, cog_href=record.output, source_href=record.source, cog_path=output.name)
