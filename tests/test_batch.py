@@ -14,9 +14,10 @@ from rasterio.transform import from_origin
 from rasterio.warp import transform_geom
 from shapely.geometry import box, mapping, shape
 
-from sceneclip.tools import batch as batch_mod
 from sceneclip.cli.batch import batch
-from sceneclip.tools.batch import BatchJob, jobs_from_manifest, jobs_from_sources, run_batch, safe_name
+from sceneclip.tools import batch_boundaries
+from sceneclip.tools.batch import run_batch
+from sceneclip.tools.batch_jobs import BatchJob, jobs_from_manifest, jobs_from_sources, safe_name
 from sceneclip.tools.vectors import load_boundary
 from sceneclip.core.plan import ClipOptions
 from sceneclip.core.clip import run_clip
@@ -54,9 +55,9 @@ def read_report(path) -> list[dict]:
 @pytest.fixture(autouse=True)
 def _fresh_worker_caches():
     """workers=1 runs in this process: start each test with empty caches and counters."""
-    for cache in (batch_mod._WORKER_BOUNDARY_CACHE, batch_mod._LOADED_BOUNDARIES, batch_mod._VECTOR_CACHE):
+    for cache in (batch_boundaries._WORKER_BOUNDARY_CACHE, batch_boundaries._LOADED_BOUNDARIES, batch_boundaries._VECTOR_CACHE):
         cache.clear()
-    batch_mod._WORKER_STATS.update(reprojections=0, cache_hits=0)
+    batch_boundaries._WORKER_STATS.update(reprojections=0, cache_hits=0)
     yield
 
 
@@ -180,7 +181,7 @@ def test_boundary_reprojected_once_per_crs(tmp_path, tiles):
     jobs = _jobs(paths, bpath, tmp_path / "one")
     summary = run_batch(jobs, workers=1, report=str(tmp_path / "one.jsonl"), progress=False)
     assert summary.ok == 6, [r["error"] for r in summary.records]
-    assert batch_mod._WORKER_STATS == {"reprojections": 2, "cache_hits": 4}  # two CRSs, six scenes
+    assert batch_boundaries._WORKER_STATS == {"reprojections": 2, "cache_hits": 4}  # two CRSs, six scenes
     assert [r["job"]["boundary_cache"] for r in summary.records] == ["miss", "hit", "hit", "hit", "miss", "hit"]
     for job in jobs:  # the shared reprojection clips exactly like the per-scene one
         bnd = load_boundary(bpath, region_field="name", region="zone A")
@@ -308,3 +309,26 @@ def test_cli_sources_mode_with_stac_and_exit_codes(tmp_path, tiles):
     for opt in ("--sources", "--boundary", "--region-field", "--layer", "--out", "--workers", "--report",
                 "--no-resume", "--stac", "--invert", "--pad", "--no-crop", "--nodata", "Exit status"):
         assert opt in help_text
+
+
+def test_multi_feature_region_hash_is_the_same_in_batch_clip_and_store(tmp_path):
+    """Two features of one region are dissolved into one geometry by batch, `sceneclip clip` and the store alike."""
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    from sceneclip.aws.store import BoundaryStore
+    from sceneclip.tools.batch_boundaries import load_job_boundary
+    from sceneclip.tools.store_build import build_store
+    from sceneclip.tools.vectors import load_boundary
+
+    vector = tmp_path / "two.geojson"
+    gpd.GeoDataFrame({"rid": ["r", "r", "other"]},
+                     geometry=[box(0, 0, 1, 1), box(0.5, 0.5, 2, 2), box(5, 5, 6, 6)], crs="EPSG:4326").to_file(vector)
+    job = BatchJob(source="unused.tif", boundary=str(vector), region="r", output=str(tmp_path / "o.tif"),
+                   region_field="rid")
+    from_batch = load_job_boundary(job)
+    from_file = load_boundary(str(vector), region_field="rid", region="r")
+    build_store(str(vector), "rid", str(tmp_path / "store"))
+    from_store = BoundaryStore.load(str(tmp_path / "store")).boundary("r")
+    assert len(from_batch.geometries) == len(from_file.geometries) == 1
+    assert from_batch.content_hash == from_file.content_hash == from_store.content_hash

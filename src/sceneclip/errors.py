@@ -17,6 +17,7 @@ class SceneclipError(Exception):
 
     @property
     def error_type(self) -> str:
+        """The class name, as records and metrics name the error."""
         return type(self).__name__
 
 

@@ -42,7 +42,6 @@ SQS_BATCH = 10  # send_message_batch's limit
 SEND_RETRIES = 5
 SEND_BACKOFF_S = 0.2
 
-ENQUEUE_REASONS = ("new", "changed", "retry", "force")
 
 
 # --- pure decisions ------------------------------------------------------------------------------------------
@@ -329,7 +328,7 @@ def _ignored(obj: ListedObject, suffixes: tuple[str, ...], since: datetime | Non
     if since is not None and obj.last_modified < since:
         return True
     # Our own outputs are never inputs (the pipeline would refuse them: RecursionRefusedError).
-    return settings is not None and obj.bucket == settings.output_bucket and obj.key.startswith(settings.output_prefix)
+    return settings is not None and settings.is_output(obj.bucket, obj.key)
 
 
 def _progress_bar(enabled: bool | None) -> Any:

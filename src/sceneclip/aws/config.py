@@ -6,18 +6,15 @@ ConfigError naming the variable, at cold start.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sceneclip.core.plan import MIB, ClipOptions
+from sceneclip.core.plan import DEFAULT_MEMORY_LIMIT_MB, MIB, ClipOptions
 from sceneclip.core.cog import COG_PROFILES, RESAMPLING_CHOICES
 from sceneclip.core.naming import OutputTemplate
-from sceneclip.errors import ConfigError
+from sceneclip.errors import ConfigError, InvalidOptionsError
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -60,7 +57,7 @@ class Settings:
     resampling: str | None = None
     write_stac: bool = True
     tmpdir: str = "/tmp"
-    memory_limit_mb: int = 256
+    memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB
     idempotency_ttl_s: int = 7 * 24 * 3600
     output_template: OutputTemplate = OutputTemplate.parse(None)
     stac_collection: str | None = None
@@ -100,10 +97,10 @@ class Settings:
         if resampling and resampling not in RESAMPLING_CHOICES:
             raise ConfigError(f"SCENECLIP_RESAMPLING={resampling!r}: choose one of {RESAMPLING_CHOICES}")
         try:
-            memory = int(env.get("SCENECLIP_MEMORY_LIMIT_MB", "256"))
+            memory = int(env.get("SCENECLIP_MEMORY_LIMIT_MB", str(DEFAULT_MEMORY_LIMIT_MB)))
         except ValueError as exc:
             raise ConfigError("SCENECLIP_MEMORY_LIMIT_MB must be an integer number of MB") from exc
-        return cls(
+        settings = cls(
             output_bucket=bucket,
             boundaries=boundaries,
             records_table=table,
@@ -122,13 +119,17 @@ class Settings:
             output_template=OutputTemplate.parse(env.get("SCENECLIP_OUTPUT_KEY")),
             stac_collection=(env.get("SCENECLIP_STAC_COLLECTION") or "").strip() or None,
         )
+        try:  # options that cannot be combined fail here, at cold start, not on the first scene
+            settings.clip_options()
+        except InvalidOptionsError as exc:
+            raise ConfigError(f"SCENECLIP_* clip options: {exc}") from exc
+        return settings
 
     def clip_options(self) -> ClipOptions:
         return ClipOptions(
             all_touched=self.all_touched,
             invert=self.invert,
-            crop=not self.invert,
-            pad=self.pad and not self.invert,
+            pad=self.pad,
             nodata=self.nodata,
             profile=self.cog_profile,
             resampling=self.resampling,
@@ -136,19 +137,12 @@ class Settings:
             memory_limit=self.memory_limit_mb * MIB,
         )
 
+    def is_output(self, bucket: str, key: str) -> bool:
+        """Whether ``s3://bucket/key`` lies under our output location (it must never be clipped again: it would loop)."""
+        return bucket == self.output_bucket and key.startswith(self.output_prefix)
+
     @property
     def config_hash(self) -> str:
-        """Identity of everything that changes the output bytes or location (part of the idempotency key)."""
-        nodata = None if self.nodata is None else ("nan" if math.isnan(self.nodata) else self.nodata)
-        doc = {
-            "output": f"s3://{self.output_bucket}/{self.output_prefix}",
-            "output_key": self.output_template.text,
-            "collection": self.stac_collection,
-            "all_touched": self.all_touched,
-            "invert": self.invert,
-            "pad": self.pad,
-            "nodata": nodata,
-            "profile": self.cog_profile,
-            "resampling": self.resampling,
-        }
-        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+        """Identity of everything that changes the output bytes or location (idempotency key, backfill skip rule)."""
+        return self.clip_options().fingerprint(output=f"s3://{self.output_bucket}/{self.output_prefix}",
+                                               output_key=self.output_template.text, collection=self.stac_collection)

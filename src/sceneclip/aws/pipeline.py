@@ -179,7 +179,7 @@ class ScenePipeline:
 
     def refuse_recursion(self, ref: SceneRef) -> None:
         """Our own outputs must never be clipped again (same bucket, or an event misrouted to us)."""
-        if ref.bucket == self.settings.output_bucket and ref.key.startswith(self.settings.output_prefix):
+        if self.settings.is_output(ref.bucket, ref.key):
             raise RecursionRefusedError(
                 f"{ref.uri} is under the output location s3://{self.settings.output_bucket}/{self.settings.output_prefix}; "
                 "refusing to clip an output (it would loop). Exclude the output prefix from the trigger."

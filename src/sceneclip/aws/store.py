@@ -28,11 +28,7 @@ import hashlib
 import json
 import math
 import os
-import re
-import tempfile
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -41,17 +37,14 @@ from rasterio.crs import CRS
 from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
+from sceneclip.core.files import atomic_write
 from sceneclip.errors import (
-    BoundaryError,
     ConfigError,
-    EmptyGeometryError,
-    MissingCRSError,
     SceneclipError,
     SourceUnavailableError,
     UnknownRegionError,
-    UploadError,
 )
-from sceneclip.core.geometry import Boundary, dissolve, polygonal_parts, repair
+from sceneclip.core.geometry import Boundary
 from sceneclip.aws.s3 import TRANSIENT_AWS_CODES, aws_error_code
 
 FORMAT = "sceneclip-boundaries/1"
@@ -109,11 +102,6 @@ class StoreLocation:
             self._s3 = boto3.client("s3")
         return self._s3
 
-    def with_client(self, s3_client: Any) -> StoreLocation:
-        if s3_client is None or s3_client is self._s3:
-            return self
-        return StoreLocation(self.uri, s3_client=s3_client)
-
     def s3_key(self, name: str) -> str:
         return f"{self.prefix}/{name}" if self.prefix else name
 
@@ -146,19 +134,8 @@ class StoreLocation:
         if self.is_s3:
             self.s3.put_object(Bucket=self.bucket, Key=self.s3_key(name), Body=data, ContentType=content_type)
             return
-        target = self.path(name)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        # Write beside the target and rename: a reader sees the old file or the new one, never half of one.
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_write(self.path(name)) as fh:  # a reader sees the old file or the new one
+            fh.write(data)
 
 
 def is_transient_aws(exc: BaseException) -> bool:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import queue
 import signal
 import threading
 import time
@@ -334,7 +335,7 @@ def run_worker(
                 try:
                     total.merge(WorkerSummary(**results.get(timeout=1.0)))
                     got += 1
-                except Exception:  # queue.Empty: check for children that died without reporting
+                except queue.Empty:  # check for children that died without reporting
                     dead = [p for p in procs if not p.is_alive() and p.exitcode not in (0, None)]
                     if len(dead) + got >= len(procs) and results.empty():
                         total.errors += [f"{p.name} exited with code {p.exitcode}" for p in dead]

@@ -11,7 +11,8 @@ import click
 
 from sceneclip.cli.options import build_options, clip_options
 from sceneclip.errors import SceneclipError
-from sceneclip.tools.batch import REPORT_NAME, jobs_from_manifest, jobs_from_sources, run_batch
+from sceneclip.tools.batch import REPORT_NAME, run_batch
+from sceneclip.tools.batch_jobs import jobs_from_manifest, jobs_from_sources
 
 
 @click.command()

@@ -11,9 +11,9 @@ from typing import Any
 import click
 
 from sceneclip.core.cog import COG_PROFILES, RESAMPLING_CHOICES
+from sceneclip.core.plan import DEFAULT_MEMORY_LIMIT_MB
 
 EXIT_FAILED = 1  # verification or input failure: a failed record was produced
-EXIT_USAGE = 2  # click's own code for bad options
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> None:
@@ -32,7 +32,7 @@ def clip_options(f: Any) -> Any:
         click.option("--profile", "cog_profile", type=click.Choice(sorted(COG_PROFILES)), default="deflate", show_default=True, help="COG compression."),
         click.option("--resampling", type=click.Choice(RESAMPLING_CHOICES), default=None, help="Overview resampling. Default: average, or nearest for paletted (categorical) data."),
         click.option("--tmpdir", type=click.Path(file_okay=False), default=None, envvar="SCENECLIP_TMPDIR", help="Where large clips spill instead of RAM. [env SCENECLIP_TMPDIR]"),
-        click.option("--memory-limit", type=click.IntRange(min=1), default=256, show_default=True, envvar="SCENECLIP_MEMORY_LIMIT_MB", help="MB of uncompressed window kept in memory; larger clips spill to --tmpdir."),
+        click.option("--memory-limit", type=click.IntRange(min=1), default=DEFAULT_MEMORY_LIMIT_MB, show_default=True, envvar="SCENECLIP_MEMORY_LIMIT_MB", help="MB of uncompressed window kept in memory; larger clips spill to --tmpdir."),
     ]
     for d in reversed(decorators):
         f = d(f)
@@ -44,6 +44,6 @@ def build_options(all_touched: bool, invert: bool, crop: bool, pad: bool, nodata
     from sceneclip.core.plan import MIB, ClipOptions
 
     return ClipOptions(
-        all_touched=all_touched, invert=invert, crop=crop and not invert, pad=pad, nodata=nodata,
+        all_touched=all_touched, invert=invert, crop=crop, pad=pad, nodata=nodata,
         profile=cog_profile, resampling=resampling, tmpdir=tmpdir, memory_limit=memory_limit * MIB,
     )

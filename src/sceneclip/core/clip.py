@@ -26,6 +26,7 @@ from sceneclip.errors import NoOverlapError, SceneclipError, VerificationError, 
 
 @dataclass
 class ClipResult:
+    """The outcome of one clip: the verification record, the COG (None once saved or on failure) and the plan."""
     record: VerificationRecord
     output: ClipOutput | None
     plan: ClipPlan | None = None

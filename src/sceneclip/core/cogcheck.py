@@ -37,6 +37,8 @@ invalid files (rio-cogeo stays a test/tooling dependency, never a runtime one).
 
 from __future__ import annotations
 
+from typing import Any
+
 import re
 import warnings as _warnings
 from collections.abc import Iterator
@@ -156,89 +158,18 @@ def validate_cog(path: str, *, strict: bool = False) -> tuple[bool, list[str], l
     with rasterio.open(path) as src:
         if src.driver != "GTiff":
             return False, ["The file is not a GeoTIFF"], warnings
-
         external_ovr = any(f.lower().endswith(".ovr") for f in src.files)
         if external_ovr:
             errors.append("Overviews found in external .ovr file. They should be internal")
-
         overviews = src.overviews(1)
-        if src.width > SMALL_SIDE or src.height > SMALL_SIDE:
-            if src.block_shapes and src.block_shapes[0][1] == src.width:
-                errors.append("The file is greater than 512xH or 512xW, but is not tiled")
-            if not overviews:
-                warnings.append(
-                    "The file is greater than 512xH or 512xW, it is recommended to include internal overviews"
-                )
-
-        # --- IFD of the main image, right after the header (and GDAL's ghost header when there is one).
+        _check_tiling(src, overviews, errors, warnings)
         ifd_offset = _int(src.get_tag_item("IFD_OFFSET", "TIFF", bidx=1))
-        if ifd_offset > MAX_MAIN_IFD_OFFSET:
-            errors.append(f"The offset of the main IFD should be < {MAX_MAIN_IFD_OFFSET}. It is {ifd_offset} instead")
         ghost = src.get_tag_item("GDAL_STRUCTURAL_METADATA", "TIFF") or ""
-        m = _GHOST_SIZE.search(ghost)
-        if m:
-            expected = set()
-            for header in (8, 16):  # classic TIFF, BigTIFF
-                pos = header + _GHOST_PREFIX_LEN + int(m.group(1))
-                expected.add(pos + pos % 2)  # IFDs start on a word boundary
-            if ifd_offset <= MAX_MAIN_IFD_OFFSET and ifd_offset not in expected:
-                errors.append(
-                    f"The offset of the main IFD should be {min(expected)} (right after GDAL's structural "
-                    f"metadata). It is {ifd_offset} instead"
-                )
-        if "KNOWN_INCOMPATIBLE_EDITION=YES" in ghost:
-            errors.append(
-                "This file used to have optimizations in its layout, "
-                "but those have been, at least partly, invalidated by later changes"
-            )
-
-        # --- overviews: sorted, real reductions, IFDs in increasing order after the main one.
-        if overviews and overviews != sorted(overviews):
-            errors.append("Overviews should be sorted")
-        ifd_offsets = [ifd_offset]
-        for ix, dec in enumerate(overviews):
-            if not dec > 1:
-                errors.append(f"Invalid Decimation {dec} for overview level {ix}")
-            ifd_offsets.append(_int(src.get_tag_item("IFD_OFFSET", "TIFF", bidx=1, ovr=ix)))
-            if not external_ovr and ifd_offsets[-1] < ifd_offsets[-2]:
-                previous = "the main image" if ix == 0 else f"index {ix - 1}"
-                errors.append(
-                    f"The offset of the IFD for overview of index {ix} is {ifd_offsets[-1]}, whereas it should be "
-                    f"greater than the one of {previous}, which is at byte {ifd_offsets[-2]}"
-                )
-
-        # --- sizes and block shapes of every level (overviews opened as datasets of their own).
-        levels = [(ifd_offset, src.width, src.height, src.block_shapes[0])]
-        for ix in range(len(overviews)):
-            with rasterio.open(path, OVERVIEW_LEVEL=ix) as ovr_ds:
-                levels.append((ifd_offsets[ix + 1], ovr_ds.width, ovr_ds.height, ovr_ds.block_shapes[0]))
-                if (ovr_ds.width > SMALL_SIDE or ovr_ds.height > SMALL_SIDE) and ovr_ds.block_shapes[0][1] == ovr_ds.width:
-                    errors.append(f"Overview of index {ix} is not tiled")
-
-        # --- data: smallest overview first, full resolution last, all after the IFDs.
-        data_offsets = [
-            _first_block_offset(src, w, h, block, None if level == 0 else level - 1)
-            for level, (_, w, h, block) in enumerate(levels)
-        ]
+        _check_main_ifd(ifd_offset, ghost, errors)
+        ifd_offsets = _check_overview_ifds(src, overviews, ifd_offset, external_ovr, errors)
+        levels = _levels(path, src, overviews, ifd_offsets, errors)
         if not external_ovr:
-            if data_offsets[-1] and data_offsets[-1] < ifd_offsets[-1]:
-                errors.append(
-                    "The offset of the first block of the smallest overview should be after its IFD"
-                    if overviews
-                    else "The offset of the first block of the image should be after its IFD"
-                )
-            for i in range(len(data_offsets) - 2, 0, -1):
-                if data_offsets[i] and data_offsets[i] < data_offsets[i + 1]:
-                    errors.append(
-                        f"The offset of the first block of overview of index {i - 1} should "
-                        f"be after the one of the overview of index {i}"
-                    )
-            if len(data_offsets) >= 2 and data_offsets[0] and data_offsets[0] < data_offsets[1]:
-                errors.append(
-                    "The offset of the first block of the main resolution image "
-                    f"should be after the one of the overview of index {len(overviews) - 1}"
-                )
-
+            _check_data_order(src, levels, ifd_offsets, overviews, errors)
         internal_mask = MaskFlags.per_dataset in src.mask_flag_enums[0] and not any(
             f.lower().endswith(".msk") for f in src.files
         )
@@ -248,3 +179,87 @@ def validate_cog(path: str, *, strict: bool = False) -> tuple[bool, list[str], l
 
     is_valid = not errors and not (warnings and strict)
     return is_valid, errors, warnings
+
+
+def _check_tiling(src: Any, overviews: list[int], errors: list[str], warnings: list[str]) -> None:
+    if src.width > SMALL_SIDE or src.height > SMALL_SIDE:
+        if src.block_shapes and src.block_shapes[0][1] == src.width:
+            errors.append("The file is greater than 512xH or 512xW, but is not tiled")
+        if not overviews:
+            warnings.append("The file is greater than 512xH or 512xW, it is recommended to include internal overviews")
+
+
+def _check_main_ifd(ifd_offset: int, ghost: str, errors: list[str]) -> None:
+    """The IFD of the main image sits right after the header (and GDAL's ghost header when there is one)."""
+    if ifd_offset > MAX_MAIN_IFD_OFFSET:
+        errors.append(f"The offset of the main IFD should be < {MAX_MAIN_IFD_OFFSET}. It is {ifd_offset} instead")
+    m = _GHOST_SIZE.search(ghost)
+    if m:
+        expected = set()
+        for header in (8, 16):  # classic TIFF, BigTIFF
+            pos = header + _GHOST_PREFIX_LEN + int(m.group(1))
+            expected.add(pos + pos % 2)  # IFDs start on a word boundary
+        if ifd_offset <= MAX_MAIN_IFD_OFFSET and ifd_offset not in expected:
+            errors.append(
+                f"The offset of the main IFD should be {min(expected)} (right after GDAL's structural "
+                f"metadata). It is {ifd_offset} instead"
+            )
+    if "KNOWN_INCOMPATIBLE_EDITION=YES" in ghost:
+        errors.append(
+            "This file used to have optimizations in its layout, "
+            "but those have been, at least partly, invalidated by later changes"
+        )
+
+
+def _check_overview_ifds(src: Any, overviews: list[int], ifd_offset: int, external_ovr: bool, errors: list[str]) -> list[int]:
+    """Overviews sorted, real reductions, IFDs in increasing order after the main one. Returns every IFD offset."""
+    if overviews and overviews != sorted(overviews):
+        errors.append("Overviews should be sorted")
+    ifd_offsets = [ifd_offset]
+    for ix, dec in enumerate(overviews):
+        if not dec > 1:
+            errors.append(f"Invalid Decimation {dec} for overview level {ix}")
+        ifd_offsets.append(_int(src.get_tag_item("IFD_OFFSET", "TIFF", bidx=1, ovr=ix)))
+        if not external_ovr and ifd_offsets[-1] < ifd_offsets[-2]:
+            previous = "the main image" if ix == 0 else f"index {ix - 1}"
+            errors.append(
+                f"The offset of the IFD for overview of index {ix} is {ifd_offsets[-1]}, whereas it should be "
+                f"greater than the one of {previous}, which is at byte {ifd_offsets[-2]}"
+            )
+    return ifd_offsets
+
+
+def _levels(path: str, src: Any, overviews: list[int], ifd_offsets: list[int], errors: list[str]) -> list[tuple]:
+    """(IFD offset, width, height, block shape) of every level; overviews opened as datasets of their own."""
+    levels = [(ifd_offsets[0], src.width, src.height, src.block_shapes[0])]
+    for ix in range(len(overviews)):
+        with rasterio.open(path, OVERVIEW_LEVEL=ix) as ovr_ds:
+            levels.append((ifd_offsets[ix + 1], ovr_ds.width, ovr_ds.height, ovr_ds.block_shapes[0]))
+            if (ovr_ds.width > SMALL_SIDE or ovr_ds.height > SMALL_SIDE) and ovr_ds.block_shapes[0][1] == ovr_ds.width:
+                errors.append(f"Overview of index {ix} is not tiled")
+    return levels
+
+
+def _check_data_order(src: Any, levels: list[tuple], ifd_offsets: list[int], overviews: list[int], errors: list[str]) -> None:
+    """Data: smallest overview first, full resolution last, all after the IFDs."""
+    data_offsets = [
+        _first_block_offset(src, w, h, block, None if level == 0 else level - 1)
+        for level, (_, w, h, block) in enumerate(levels)
+    ]
+    if data_offsets[-1] and data_offsets[-1] < ifd_offsets[-1]:
+        errors.append(
+            "The offset of the first block of the smallest overview should be after its IFD"
+            if overviews
+            else "The offset of the first block of the image should be after its IFD"
+        )
+    for i in range(len(data_offsets) - 2, 0, -1):
+        if data_offsets[i] and data_offsets[i] < data_offsets[i + 1]:
+            errors.append(
+                f"The offset of the first block of overview of index {i - 1} should "
+                f"be after the one of the overview of index {i}"
+            )
+    if len(data_offsets) >= 2 and data_offsets[0] and data_offsets[0] < data_offsets[1]:
+        errors.append(
+            "The offset of the first block of the main resolution image "
+            f"should be after the one of the overview of index {len(overviews) - 1}"
+        )

@@ -37,6 +37,7 @@ class PixelSample:
 
 @dataclass
 class ExecutionStats:
+    """What the executor saw while streaming: the counts verification checks the written output against, and pixel samples."""
     inside_pixels: int = 0  # pixels selected by the boundary rule (band-independent)
     valid_pixels: int = 0  # selected and valid in the source, band 1 — what the output mask must show
     nodata_collisions: int = 0  # valid pixels equal to an explicitly chosen nodata value

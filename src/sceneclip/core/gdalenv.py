@@ -33,6 +33,7 @@ CLOUD_READ_OPTIONS: dict[str, Any] = {
 
 
 def endpoint_url(environ: Mapping[str, str] | None = None) -> str | None:
+    """The S3 endpoint to use (``AWS_ENDPOINT_URL_S3``, else ``AWS_ENDPOINT_URL``), or None for AWS itself."""
     env = os.environ if environ is None else environ
     return env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None
 
@@ -55,9 +56,3 @@ def non_cached_option(bucket: str) -> dict[str, str]:
     container would read stale bytes. Reads of a scene bucket therefore bypass that cache."""
     return {"CPL_VSIL_CURL_NON_CACHED": f"/vsis3/{bucket}"}
 
-
-def to_gdal_path(uri: str) -> str:
-    """s3://bucket/key → /vsis3/bucket/key; anything else unchanged."""
-    if uri.startswith("s3://"):
-        return "/vsis3/" + uri[len("s3://") :]
-    return uri

@@ -8,7 +8,6 @@ geometry path can be tested without I/O. Reprojection uses GDAL/PROJ through ``r
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -245,6 +244,3 @@ def bounds_close(a: Sequence[float], b: Sequence[float], tol: float) -> bool:
     """True when bounds ``a`` lie within ``b`` grown by ``tol`` on every side."""
     return a[0] >= b[0] - tol and a[1] >= b[1] - tol and a[2] <= b[2] + tol and a[3] <= b[3] + tol
 
-
-def is_finite_bounds(bounds: Sequence[float]) -> bool:
-    return all(math.isfinite(v) for v in bounds)

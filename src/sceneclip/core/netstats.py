@@ -18,6 +18,7 @@ _WARM_LIBGDAL_CACHE: dict[str, Any] = {}
 
 
 def enable() -> None:
+    """Turn on GDAL's network statistics; GDAL reads the option once, before its first network access."""
     os.environ.setdefault("CPL_VSIL_NETWORK_STATS_ENABLED", "YES")
 
 
@@ -47,11 +48,13 @@ def _libgdal() -> Any | None:
 
 @dataclass(frozen=True)
 class NetworkStats:
+    """Bytes and requests GDAL fetched over HTTP since the last :func:`reset`."""
     bytes_fetched: int | None
     requests: int | None
 
 
 def reset() -> None:
+    """Zero GDAL's network counters (done before every clip, so each record counts its own bytes)."""
     lib = _libgdal()
     if lib is not None:
         lib.VSINetworkStatsReset()

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import uuid
 from typing import Any
 
 import rasterio
 from rasterio.io import MemoryFile
 
+from sceneclip.core.files import atomic_write
 from sceneclip.core.plan import ClipOptions, ClipPlan
 
 
@@ -25,18 +25,22 @@ class ClipOutput:
 
     @property
     def name(self) -> str:
+        """A path GDAL opens: the MemoryFile's /vsimem name, or the spilled file."""
         return self.memfile.name if self.memfile is not None else str(self.path)
 
     @property
     def spilled(self) -> bool:
+        """True when the COG is a file in tmpdir rather than in memory."""
         return self.memfile is None
 
     def size(self) -> int:
+        """Size of the COG in bytes."""
         if self.memfile is not None:
             return len(self.memfile.getbuffer())
         return os.path.getsize(str(self.path))
 
     def open(self) -> Any:
+        """Open the COG for reading with rasterio."""
         return rasterio.open(self.name)
 
     def fileobj(self) -> Any:
@@ -46,33 +50,21 @@ class ClipOutput:
             return self.memfile
         return open(str(self.path), "rb")
 
-    def read_bytes(self) -> bytes:
-        if self.memfile is not None:
-            return bytes(self.memfile.getbuffer())
-        with open(str(self.path), "rb") as fh:
-            return fh.read()
-
     def save(self, path: str) -> None:
         """Write to ``path`` atomically (temp name + rename) so a reader never sees a partial file."""
-        tmp = f"{path}.part-{uuid.uuid4().hex[:8]}"
-        try:
-            if self.memfile is not None:
-                with open(tmp, "wb") as fh:
-                    fh.write(self.memfile.getbuffer())
-            else:
-                try:  # a spilled file on the same filesystem is moved, not copied (no second copy on disk)
-                    os.replace(str(self.path), tmp)
-                    self.path = tmp
-                except OSError:
-                    shutil.copyfile(str(self.path), tmp)
-            os.replace(tmp, path)
-            if self.memfile is None and self.path == tmp:
-                self.path = None
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        if self.memfile is not None:
+            with atomic_write(path) as fh:
+                fh.write(self.memfile.getbuffer())
+            return
+        try:  # a spilled file on the same filesystem is renamed into place: atomic, and no second copy on disk
+            os.replace(str(self.path), path)
+            self.path = None
+        except OSError:
+            with atomic_write(path) as fh, open(str(self.path), "rb") as src:
+                shutil.copyfileobj(src, fh, 1 << 20)
 
     def close(self) -> None:
+        """Free the memory or remove the spilled file (and the clip's spill directory)."""
         if self.memfile is not None:
             self.memfile.close()
             self.memfile = None
@@ -94,11 +86,13 @@ class Workspace:
         self.intermediate = os.path.join(self.dir, "intermediate.tif") if self.dir else self.intermediate_mem.name
 
     def new_output(self) -> ClipOutput:
+        """An empty output beside the intermediate: a MemoryFile, or a file in the spill directory."""
         if self.dir:
             return ClipOutput(path=os.path.join(self.dir, "clip.tif"), workdir=self.dir)
         return ClipOutput(memfile=MemoryFile(ext=".tif"))
 
     def cleanup(self, *, remove_dir: bool = False) -> None:
+        """Free the intermediate; with ``remove_dir`` also the spill directory (the clip failed)."""
         if self.intermediate_mem is not None:
             self.intermediate_mem.close()
         if self.dir and os.path.exists(self.intermediate):

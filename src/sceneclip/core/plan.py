@@ -7,9 +7,11 @@ plans are unit-testable without opening a dataset.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import rasterio
@@ -27,6 +29,8 @@ from sceneclip.core.geometry import overlap_with_raster
 from sceneclip.errors import InvalidOptionsError, NoOverlapError, RasterReadError
 
 MIB = 1024 * 1024
+# The one default for the in-memory threshold (the CLI's --memory-limit, SCENECLIP_MEMORY_LIMIT_MB and the library).
+DEFAULT_MEMORY_LIMIT_MB = 256
 
 
 @dataclass(frozen=True)
@@ -54,10 +58,26 @@ class ClipOptions:
     profile: str = "deflate"
     resampling: str | None = None
     chunk_size: int = 1024
-    memory_limit: int = 256 * MIB
+    memory_limit: int = DEFAULT_MEMORY_LIMIT_MB * MIB
     tmpdir: str | None = None
     samples_per_chunk: int = 16
     gdal_cache_mb: int = 64
+
+    # The options that change the output's bytes; the others (memory, tmpdir, sampling, cache) only change how.
+    OUTPUT_FIELDS: ClassVar[tuple[str, ...]] = ("all_touched", "invert", "crop", "pad", "nodata", "profile", "resampling")
+
+    def fingerprint(self, **context: Any) -> str:
+        """sha256 (16 hex) of the options that change the output, plus ``context`` (e.g. where outputs go).
+
+        The one definition of "same options": the Lambda's configuration hash (idempotency key, backfill skip
+        rule) and batch's resume rule both come from here, so an option added to ``OUTPUT_FIELDS`` can never
+        be forgotten by one of them and silently serve stale outputs.
+        """
+        doc: dict[str, Any] = {name: getattr(self, name) for name in self.OUTPUT_FIELDS}
+        if doc["nodata"] is not None and math.isnan(doc["nodata"]):
+            doc["nodata"] = "nan"  # NaN != NaN, and JSON has no NaN
+        doc.update(context)
+        return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def __post_init__(self) -> None:
         if self.invert and self.crop:
@@ -87,6 +107,7 @@ class RasterInfo:
 
     @classmethod
     def from_dataset(cls, ds: Any, name: str | None = None) -> RasterInfo:
+        """What the planner needs from an open dataset; bands of mixed dtypes are refused (one output dtype)."""
         dtypes = set(ds.dtypes)
         if len(dtypes) != 1:
             raise RasterReadError(f"{name or ds.name}: bands of different data types {sorted(dtypes)} are not supported")
@@ -110,6 +131,7 @@ class RasterInfo:
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
+        """(left, bottom, right, top) in the raster's CRS."""
         x0, y0 = self.transform @ (0, 0)
         x1, y1 = self.transform @ (self.width, self.height)
         return (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
@@ -141,16 +163,12 @@ class ClipPlan:
     pad: bool = False  # the window was widened by half a pixel (rasterio's pad)
 
     @property
-    def bounds(self) -> tuple[float, float, float, float]:
-        x0, y0 = self.transform @ (0, 0)
-        x1, y1 = self.transform @ (self.width, self.height)
-        return (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
-
-    @property
     def uncompressed_bytes(self) -> int:
+        """The window's size in memory: pixels × bands × bytes per sample."""
         return self.width * self.height * self.count * np.dtype(self.dtype).itemsize
 
     def source_window(self, chunk: Window) -> Window:
+        """Where an output chunk lies in the source's pixel grid."""
         return Window(self.window.col_off + chunk.col_off, self.window.row_off + chunk.row_off, chunk.width, chunk.height)
 
 

@@ -50,6 +50,7 @@ class ClipArray:
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
+        """(left, bottom, right, top) of the clip in its CRS."""
         _, h, w = self.data.shape
         x0, y0 = self.transform @ (0, 0)
         x1, y1 = self.transform @ (w, h)

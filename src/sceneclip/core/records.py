@@ -127,6 +127,7 @@ class VerificationRecord:
 
     @property
     def ok(self) -> bool:
+        """True when every check held and the output exists."""
         return self.status == "ok"
 
     @property
@@ -135,6 +136,7 @@ class VerificationRecord:
         return self.boundary.region
 
     def to_dict(self, *, drop_none: bool = False) -> dict[str, Any]:
+        """Plain JSON-ready dict (NaN nodata as ``"nan"``); ``drop_none`` leaves out empty fields."""
         data = asdict(self)
         if isinstance(self.nodata, float) and math.isnan(self.nodata):
             data["nodata"] = "nan"
@@ -143,10 +145,12 @@ class VerificationRecord:
         return data
 
     def to_json(self, **kwargs: Any) -> str:
+        """The record as JSON text (keyword arguments go to :func:`json.dumps`)."""
         return json.dumps(self.to_dict(), **kwargs)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VerificationRecord:
+        """Read a record dict of schema version 1 or 2; unknown keys (e.g. table keys) are ignored."""
         data = dict(data)
         if data.get("schema_version", 1) < 2:  # version 1 kept duplicate pairs; their first halves win
             data.setdefault("output", data.get("output_uri"))
@@ -160,6 +164,7 @@ class VerificationRecord:
 
 
 def boundary_ref(boundary: Boundary) -> BoundaryRef:
+    """The :class:`BoundaryRef` of a loaded boundary."""
     return BoundaryRef(file=boundary.source, region=boundary.region, content_hash=boundary.content_hash)
 
 

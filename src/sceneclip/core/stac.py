@@ -20,7 +20,6 @@ import json
 import math
 import os
 import re
-import uuid
 from datetime import datetime, timezone
 from pathlib import PurePosixPath
 from typing import Any
@@ -38,6 +37,7 @@ from rasterio.features import shapes as vectorize
 from rasterio.warp import transform_geom
 from shapely.geometry import box, mapping, shape
 
+from sceneclip.core.files import atomic_write
 from sceneclip import __version__
 from sceneclip.core.records import VerificationRecord
 
@@ -120,15 +120,9 @@ def make_item(
 def write_item(item: pystac.Item, path: str) -> None:
     """Write the Item as JSON (no self link, hrefs as given), atomically: temp name, then rename."""
     data = item.to_dict(include_self_link=False, transform_hrefs=False)
-    tmp = f"{path}.part-{uuid.uuid4().hex[:8]}"
-    try:
-        with open(tmp, "w") as fh:
-            json.dump(data, fh, indent=2, allow_nan=False)
-            fh.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_write(path, "w") as fh:
+        json.dump(data, fh, indent=2, allow_nan=False)
+        fh.write("\n")
 
 
 # --- what is read from the COG -------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import numpy as np
 from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 
+from sceneclip.core.files import file_sha256
 from sceneclip.core.geometry import Boundary, bounds_close
 from sceneclip.core.records import VerificationRecord, boundary_ref
 
@@ -27,14 +28,10 @@ GRID_TOLERANCE = 1e-6  # in pixels: offsets must be whole pixels up to float noi
 
 
 def sha256_of(output: ClipOutput) -> str:
-    digest = hashlib.sha256()
+    """sha256 (hex) of the written COG, in memory or spilled."""
     if output.memfile is not None:
-        digest.update(output.memfile.getbuffer())
-    else:
-        with open(str(output.path), "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+        return hashlib.sha256(output.memfile.getbuffer()).hexdigest()
+    return file_sha256(str(output.path)) or ""
 
 
 def _grid_aligned(out_t: Any, src_t: Any) -> bool:
@@ -73,6 +70,58 @@ def _check_samples(ds: Any, stats: ExecutionStats) -> tuple[int, list[str]]:
     return len(stats.samples), problems
 
 
+class _Checks:
+    """Named checks: each is recorded (True/False) and a failed one keeps its reason for the record's error."""
+
+    def __init__(self) -> None:
+        self.results: dict[str, Any] = {}
+        self.failures: list[str] = []
+
+    def __call__(self, name: str, ok: bool, why: str) -> None:
+        self.results[name] = bool(ok)
+        if not ok:
+            self.failures.append(f"{name}: {why}")
+
+
+def _check_grid(ds: Any, plan: ClipPlan, info: RasterInfo, check: _Checks) -> None:
+    """CRS, nodata/mask, grid alignment, shape and extent of the written output."""
+    check("crs", ds.crs == info.crs, f"output CRS {ds.crs} differs from source {info.crs}")
+    has_mask = bool({MaskFlags.per_dataset, MaskFlags.alpha} & set(ds.mask_flag_enums[0]))
+    check("nodata_defined", ds.nodata is not None or has_mask, "neither nodata nor an internal mask is set")
+    check("grid_aligned", _grid_aligned(ds.transform, info.transform), f"transform {tuple(ds.transform)[:6]} is off the source grid")
+    check(
+        "shape",
+        (ds.width, ds.height, ds.count, ds.dtypes[0]) == (plan.width, plan.height, plan.count, plan.dtype),
+        f"{ds.width}x{ds.height}x{ds.count} {ds.dtypes[0]} != planned {plan.width}x{plan.height}x{plan.count} {plan.dtype}",
+    )
+    px = max(abs(info.transform.a), abs(info.transform.e))
+    if plan.crop:
+        # Snapping moves an edge outward by less than a pixel; pad adds half a pixel more.
+        slack = 1.5 if plan.pad else 1.0
+        check(
+            "extent_within_boundary",
+            bounds_close(ds.bounds, plan.overlap_bounds, px * (slack + 1e-9)),
+            f"output bounds {tuple(ds.bounds)} exceed the boundary's bbox {plan.overlap_bounds} by more than {slack:g} pixel",
+        )
+    else:  # crop=False / invert: the extent is the raster's by definition
+        check("extent_within_boundary", bounds_close(ds.bounds, info.bounds, px * 1e-6), "output extends past the raster")
+
+
+def _check_content(ds: Any, plan: ClipPlan, stats: ExecutionStats, check: _Checks) -> int:
+    """Valid-pixel count, nodata collisions and the sampled source pixels. Returns the output's valid pixels."""
+    out_valid = _count_valid(ds)
+    check("valid_pixels", out_valid == stats.valid_pixels, f"output has {out_valid} valid pixels, expected {stats.valid_pixels}")
+    check(
+        "nodata_collision",
+        stats.nodata_collisions == 0,
+        f"{stats.nodata_collisions} real pixels equal the nodata value {plan.nodata}; choose another --nodata",
+    )
+    n_samples, problems = _check_samples(ds, stats)
+    check.results["samples_checked"] = n_samples
+    check("pixels_match_source", not problems, "; ".join(problems))
+    return out_valid
+
+
 def verify_output(
     output: ClipOutput,
     plan: ClipPlan,
@@ -82,56 +131,23 @@ def verify_output(
     *,
     started: float,
 ) -> VerificationRecord:
-    """Run every check; the record's status is ``ok`` only when all hold."""
+    """Run every check on the written output; the record's status is ``ok`` only when all hold.
+
+    The checks re-open what was written (not what was meant to be written): grid and CRS, nodata or mask,
+    extent, valid-pixel count against the executor's, source pixels sampled while streaming, COG layout.
+    """
     from sceneclip.core.cogcheck import validate_cog
 
-    checks: dict[str, Any] = {}
-    failures: list[str] = []
-
-    def check(name: str, ok: bool, why: str) -> None:
-        checks[name] = bool(ok)
-        if not ok:
-            failures.append(f"{name}: {why}")
-
+    check = _Checks()
     with output.open() as ds:
-        check("crs", ds.crs == info.crs, f"output CRS {ds.crs} differs from source {info.crs}")
-        has_mask = bool({MaskFlags.per_dataset, MaskFlags.alpha} & set(ds.mask_flag_enums[0]))
-        check("nodata_defined", ds.nodata is not None or has_mask, "neither nodata nor an internal mask is set")
-        check("grid_aligned", _grid_aligned(ds.transform, info.transform), f"transform {tuple(ds.transform)[:6]} is off the source grid")
-        check(
-            "shape",
-            (ds.width, ds.height, ds.count, ds.dtypes[0]) == (plan.width, plan.height, plan.count, plan.dtype),
-            f"{ds.width}x{ds.height}x{ds.count} {ds.dtypes[0]} != planned {plan.width}x{plan.height}x{plan.count} {plan.dtype}",
-        )
-        px = max(abs(info.transform.a), abs(info.transform.e))
-        if plan.crop:
-            # Snapping moves an edge outward by less than a pixel; pad adds half a pixel more.
-            slack = 1.5 if plan.pad else 1.0
-            check(
-                "extent_within_boundary",
-                bounds_close(ds.bounds, plan.overlap_bounds, px * (slack + 1e-9)),
-                f"output bounds {tuple(ds.bounds)} exceed the boundary's bbox {plan.overlap_bounds} by more than {slack:g} pixel",
-            )
-        else:  # crop=False / invert: the extent is the raster's by definition
-            check("extent_within_boundary", bounds_close(ds.bounds, info.bounds, px * 1e-6), "output extends past the raster")
-        out_valid = _count_valid(ds)
-        check("valid_pixels", out_valid == stats.valid_pixels, f"output has {out_valid} valid pixels, expected {stats.valid_pixels}")
-        check(
-            "nodata_collision",
-            stats.nodata_collisions == 0,
-            f"{stats.nodata_collisions} real pixels equal the nodata value {plan.nodata}; choose another --nodata",
-        )
-        n_samples, problems = _check_samples(ds, stats)
-        checks["samples_checked"] = n_samples
-        check("pixels_match_source", not problems, "; ".join(problems))
-        transform = list(ds.transform)[:6]
-        bounds = list(ds.bounds)
-        nodata = ds.nodata
+        _check_grid(ds, plan, info, check)
+        out_valid = _check_content(ds, plan, stats, check)
+        transform, bounds, nodata = list(ds.transform)[:6], list(ds.bounds), ds.nodata
     is_cog, errors, warnings = validate_cog(output.name)
     check("cog_valid", is_cog and not errors, "; ".join(errors) or "not a valid COG")
     if warnings:
-        checks["cog_warnings"] = list(warnings)
-    size = output.size()
+        check.results["cog_warnings"] = list(warnings)
+    failures = check.failures
     return VerificationRecord(
         source=info.name,
         boundary=boundary_ref(boundary),
@@ -149,10 +165,9 @@ def verify_output(
         valid_pixels=out_valid,
         valid_fraction=round(out_valid / (plan.width * plan.height), 6) if plan.width * plan.height else 0.0,
         sha256=sha256_of(output),
-        size_bytes=size,
-        checks=checks,
+        size_bytes=output.size(),
+        checks=check.results,
         error_type=None if not failures else "VerificationError",
         error=None if not failures else "verification failed: " + " | ".join(failures),
         duration_ms=round((time.perf_counter() - started) * 1000, 1),
     )
-

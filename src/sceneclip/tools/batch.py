@@ -17,24 +17,21 @@ and bounds, each boundary's content hash, jobs already verified are skipped) →
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import json
 import logging
 import multiprocessing
 import os
-import re
 import sys
 import time
-from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass, field, replace
-from glob import glob
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sceneclip.errors import BoundaryError, ConfigError, MissingCRSError, SceneclipError
+from sceneclip.core.files import file_sha256
+from sceneclip.errors import ConfigError, SceneclipError
+from sceneclip.tools.batch_boundaries import CrsGroup, boundary_for_raster, load_job_boundary
+from sceneclip.tools.batch_jobs import BatchJob
 
 if TYPE_CHECKING:  # the clip engine (rasterio, shapely) loads on first use, so `sceneclip --help` stays fast
     from sceneclip.core.plan import ClipOptions
@@ -44,22 +41,6 @@ if TYPE_CHECKING:  # the clip engine (rasterio, shapely) loads on first use, so 
 log = logging.getLogger("sceneclip.batch")
 
 REPORT_NAME = "report.jsonl"
-MANIFEST_FIELDS = ("source", "boundary", "region", "output", "region_field", "layer")
-# ClipOptions fields that change the output file; the others (memory, tmpdir, sampling) only change how.
-OUTPUT_OPTIONS = ("all_touched", "invert", "crop", "pad", "nodata", "profile", "resampling")
-
-
-@dataclass(frozen=True)
-class BatchJob:
-    """One clip: ``source`` scene, ``boundary`` vector file (+ ``layer``), ``region`` of ``region_field``, ``output``."""
-
-    source: str
-    boundary: str
-    region: str | None
-    output: str
-    region_field: str | None = None
-    layer: str | None = None
-
 
 @dataclass
 class BatchSummary:
@@ -80,248 +61,6 @@ class BatchSummary:
             f"sceneclip batch: {self.total} jobs: {self.ok} ok, {self.failed} failed, {self.skipped} skipped "
             f"(already verified) in {self.duration_s:.1f} s; report {self.report}"
         )
-
-
-# --- making jobs ---------------------------------------------------------------------------------------------
-def _is_uri(path: str) -> bool:
-    return path.startswith(("/vsi", "s3://", "http://", "https://", "gs://"))
-
-
-def _resolve(path: str, base: Path) -> str:
-    return path if _is_uri(path) or os.path.isabs(path) else str(base / path)
-
-
-def _optional(value: Any) -> str | None:
-    text = "" if value is None else str(value).strip()
-    return text or None
-
-
-def jobs_from_manifest(path: str, *, region_field: str | None = None, layer: str | None = None) -> list[BatchJob]:
-    """Jobs from a CSV (header ``source,boundary,region,output[,region_field,layer]``) or JSON-lines manifest.
-
-    A ``.jsonl``/``.ndjson``/``.json`` file, or one whose first character is ``{``, is read as JSON lines (one
-    object per line with the same keys; blank and ``#`` lines ignored). Relative paths are relative to the
-    manifest's folder. ``region_field``/``layer`` are defaults for rows that do not name their own.
-    Raises ConfigError naming the line for a missing column or value.
-    """
-    base = Path(path).resolve().parent
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read manifest {path!r}: {exc}") from exc
-    is_jsonl = path.lower().endswith((".jsonl", ".ndjson", ".json")) or text.lstrip().startswith("{")
-    rows = list(_jsonl_rows(text, path)) if is_jsonl else list(_csv_rows(text, path))
-    jobs = []
-    for lineno, row in rows:
-        missing = [k for k in ("source", "boundary", "output") if not _optional(row.get(k))]
-        if missing:
-            raise ConfigError(f"manifest {path!r} line {lineno}: missing {', '.join(missing)}")
-        unknown = set(row) - set(MANIFEST_FIELDS)
-        if unknown:
-            raise ConfigError(f"manifest {path!r} line {lineno}: unknown field(s) {sorted(unknown)}; "
-                              f"fields are {', '.join(MANIFEST_FIELDS)}")
-        jobs.append(BatchJob(
-            source=_resolve(str(row["source"]).strip(), base),
-            boundary=_resolve(str(row["boundary"]).strip(), base),
-            region=_optional(row.get("region")),
-            output=_resolve(str(row["output"]).strip(), base),
-            region_field=_optional(row.get("region_field")) or region_field,
-            layer=_optional(row.get("layer")) or layer,
-        ))
-    if not jobs:
-        raise ConfigError(f"manifest {path!r} lists no job")
-    return jobs
-
-
-def _csv_rows(text: str, path: str) -> Iterable[tuple[int, dict[str, Any]]]:
-    reader = csv.DictReader(line for line in text.splitlines() if not line.startswith("#"))
-    if not reader.fieldnames or "source" not in reader.fieldnames:
-        raise ConfigError(f"manifest {path!r}: the first line must be a header: {','.join(MANIFEST_FIELDS)}")
-    for i, row in enumerate(reader, start=2):
-        if any(_optional(v) for v in row.values()):
-            yield i, {k: v for k, v in row.items() if k is not None}
-
-
-def _jsonl_rows(text: str, path: str) -> Iterable[tuple[int, dict[str, Any]]]:
-    for i, line in enumerate(text.splitlines(), start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"manifest {path!r} line {i}: not JSON ({exc.msg})") from exc
-        if not isinstance(row, dict):
-            raise ConfigError(f"manifest {path!r} line {i}: expected an object")
-        yield i, row
-
-
-def safe_name(value: Any) -> str:
-    """A file-name-safe form of a region name ('Côte d'Ivoire' → 'Côte_d_Ivoire'; never empty or '..')."""
-    text = re.sub(r"[^\w.-]+", "_", str(value), flags=re.UNICODE).strip("._")
-    return text or "region"
-
-
-def jobs_from_sources(
-    sources: str | Iterable[str],
-    boundary: str,
-    region_field: str | None,
-    out_dir: str,
-    layer: str | None = None,
-) -> list[BatchJob]:
-    """Every scene matching ``sources`` (a glob, or a list of paths) × every region it overlaps.
-
-    The vector file is read once. Each scene's footprint is carried into the vector's CRS
-    (:func:`sceneclip.core.geometry.raster_footprint`) and intersected with the features; features sharing a
-    ``region_field`` value are one region. Outputs: ``{out_dir}/{region}/{scene stem}.tif`` (region made
-    file-name safe, disambiguated by a short hash when two names collide). Without ``region_field`` the whole
-    layer is one region named after the file. Scenes that cannot be opened are reported on stderr and skipped.
-    """
-    import rasterio
-    import shapely
-
-    from sceneclip.tools.vectors import read_vector
-    from sceneclip.core.geometry import raster_footprint
-
-    paths = sorted(glob(sources)) if isinstance(sources, str) else list(sources)
-    if not paths:
-        raise ConfigError(f"no scene matches {sources!r}")
-    frame = read_vector(boundary, layer)
-    if frame.crs is None:
-        raise MissingCRSError(f"boundary {boundary!r} has no CRS; add one (e.g. `ogr2ogr -a_srs EPSG:4326`)")
-    if region_field is not None and region_field not in frame.columns:
-        fields = ", ".join(c for c in frame.columns if c != frame.geometry.name)
-        raise BoundaryError(f"boundary {boundary!r} has no field {region_field!r}; fields are: {fields}")
-    frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty]
-    from rasterio.crs import CRS
-
-    vector_crs = CRS.from_wkt(frame.crs.to_wkt())
-    names = _region_dir_names(frame, region_field, boundary)
-    jobs: list[BatchJob] = []
-    for path in paths:
-        try:
-            with rasterio.open(path) as ds:
-                crs, bounds = ds.crs, tuple(ds.bounds)
-        except rasterio.errors.RasterioError as exc:
-            log.warning("skipping %s: cannot open (%s)", path, exc)
-            continue
-        if crs is None:
-            log.warning("skipping %s: no CRS", path)
-            continue
-        footprints = raster_footprint(bounds, crs, vector_crs)
-        if not footprints:
-            continue
-        area = shapely.union_all(footprints)
-        hits = frame.iloc[frame.sindex.query(area, predicate="intersects")]
-        regions = sorted({str(v) for v in hits[region_field]}) if region_field else ([None] if len(hits) else [])
-        for region in regions:
-            out = os.path.join(out_dir, names[region], Path(path).stem + ".tif")
-            jobs.append(BatchJob(path, boundary, region, out, region_field, layer))
-    return jobs
-
-
-def _region_dir_names(frame: Any, region_field: str | None, boundary: str) -> dict[str | None, str]:
-    if region_field is None:
-        return {None: safe_name(Path(boundary).stem)}
-    names: dict[str | None, str] = {}
-    taken: dict[str, str] = {}
-    for value in sorted({str(v) for v in frame[region_field].dropna()}):
-        name = safe_name(value)
-        if name in taken and taken[name] != value:
-            name = f"{name}-{hashlib.sha1(value.encode()).hexdigest()[:6]}"
-        taken[name] = value
-        names[value] = name
-    return names
-
-
-# --- boundaries, shared by the parent (hashing) and the workers (clipping) ----------------------------------
-_VECTOR_CACHE: dict[tuple[str, str | None], Any] = {}
-_LOADED_BOUNDARIES: dict[tuple[str, str | None, str | None, str | None], Boundary] = {}
-# (boundary file, layer, region field, region, content hash, raster CRS WKT, group fingerprint) → shapes in the
-# raster CRS, or None when the shared reprojection failed (each scene then reprojects on its own).
-_WORKER_BOUNDARY_CACHE: dict[tuple[Any, ...], tuple[Any, ...] | None] = {}
-# How often this process reprojected a boundary for a group, and how often a cached one was reused.
-_WORKER_STATS = {"reprojections": 0, "cache_hits": 0}
-
-
-def load_job_boundary(job: BatchJob) -> Boundary:
-    """The job's boundary; each vector file is read once per process, each region selected once."""
-    from sceneclip.tools.vectors import read_vector, select_region
-    from sceneclip.core.geometry import Boundary
-
-    key = (job.boundary, job.layer, job.region_field, job.region)
-    if key not in _LOADED_BOUNDARIES:
-        vkey = (job.boundary, job.layer)
-        if vkey not in _VECTOR_CACHE:
-            _VECTOR_CACHE[vkey] = read_vector(job.boundary, job.layer)
-        frame = _VECTOR_CACHE[vkey]
-        if frame.crs is None:
-            raise MissingCRSError(f"boundary {job.boundary!r} has no CRS; add one (e.g. `ogr2ogr -a_srs EPSG:4326`)")
-        selected = select_region(frame, job.region_field, job.region, source=job.boundary)
-        geoms = [g for g in selected.geometry if g is not None and not g.is_empty]
-        _LOADED_BOUNDARIES[key] = Boundary.from_geometries(geoms, frame.crs.to_wkt(), source=job.boundary, region=job.region)
-    return _LOADED_BOUNDARIES[key]
-
-
-@dataclass(frozen=True)
-class CrsGroup:
-    """The scenes of one raster CRS that share a boundary: the reprojection is done once for all of them."""
-
-    crs_wkt: str
-    union_bounds: tuple[float, float, float, float]
-    scene_bounds: tuple[tuple[float, float, float, float], ...]
-
-
-def _group_max_segment(boundary: Boundary, crs: Any, group: CrsGroup) -> float | None:
-    """1/256 of the smallest scene's extent in the boundary's CRS: the per-scene path's densification."""
-    import shapely
-
-    from sceneclip.core.geometry import DENSIFY_FRACTION, raster_footprint
-
-    extents = []
-    for bounds in group.scene_bounds:
-        fps = raster_footprint(bounds, crs, boundary.crs)
-        if fps:
-            x0, y0, x1, y1 = shapely.total_bounds(fps[0])
-            extents.append(max(x1 - x0, y1 - y0))
-    return min(extents) * DENSIFY_FRACTION if extents else None
-
-
-def boundary_for_raster(boundary: Boundary, job: BatchJob, group: CrsGroup | None) -> tuple[Boundary, str]:
-    """The boundary already in the group's raster CRS (cached per worker), and 'miss', 'hit' or 'bypass'.
-
-    The returned Boundary keeps the original source, region and content hash, so records are unchanged.
-    """
-    if group is None:
-        return boundary, "bypass"
-    import shapely
-    from rasterio.crs import CRS
-
-    from sceneclip.core.geometry import to_raster_crs
-
-    key = (job.boundary, job.layer, job.region_field, job.region, boundary.content_hash, group.crs_wkt,
-           group.union_bounds, group.scene_bounds)
-    if key in _WORKER_BOUNDARY_CACHE:
-        _WORKER_STATS["cache_hits"] += 1
-        state = "hit"
-    else:
-        crs = CRS.from_wkt(group.crs_wkt)
-        shapes: tuple[Any, ...] | None
-        try:
-            dense = boundary
-            if boundary.crs != crs:
-                step = _group_max_segment(boundary, crs, group)
-                if step:
-                    dense = replace(boundary, geometries=tuple(shapely.segmentize(g, step) for g in boundary.geometries))
-            shapes = tuple(to_raster_crs(dense, crs, group.union_bounds, raster_name=job.source))
-        except SceneclipError:
-            shapes = None
-        _WORKER_BOUNDARY_CACHE[key] = shapes
-        _WORKER_STATS["reprojections"] += 1
-        state = "miss"
-    shapes = _WORKER_BOUNDARY_CACHE[key]
-    if shapes is None:
-        return boundary, "bypass"
-    return replace(boundary, geometries=shapes, crs=CRS.from_wkt(group.crs_wkt)), state
 
 
 # --- one job, in a worker ------------------------------------------------------------------------------------
@@ -394,9 +133,7 @@ def _report_line(record: VerificationRecord, task: _Task, boundary: Boundary | N
 # --- resume --------------------------------------------------------------------------------------------------
 def options_hash(options: ClipOptions, *, stac: bool = False) -> str:
     """sha256 (16 hex) of the options that change the output, so a resumed batch redoes jobs whose options changed."""
-    data = {k: getattr(options, k) for k in OUTPUT_OPTIONS}
-    data["stac"] = stac
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return options.fingerprint(stac=stac)
 
 
 def _resume_key(source: str, boundary_hash: str | None, region: str | None, opt_hash: str, output: str) -> tuple:
@@ -422,23 +159,13 @@ def read_verified(report: str) -> dict[tuple, str]:
     return done
 
 
-def _file_sha256(path: str) -> str | None:
-    if not os.path.exists(path):
-        return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _already_verified(job: BatchJob, opt_hash: str, done: dict[tuple, str], stac: bool) -> bool:
     try:
         boundary_hash = load_job_boundary(job).content_hash
     except SceneclipError:
         return False
     expected = done.get(_resume_key(job.source, boundary_hash, job.region, opt_hash, job.output))
-    if expected is None or _file_sha256(job.output) != expected:
+    if expected is None or file_sha256(job.output) != expected:
         return False
     if stac:
         from sceneclip.core.stac import item_path_for
@@ -608,16 +335,9 @@ def _progress_bar(total: int, done: int, enabled: bool) -> Any:
 
 
 __all__ = [
-    "BatchJob",
     "BatchSummary",
-    "CrsGroup",
-    "boundary_for_raster",
-    "jobs_from_manifest",
-    "jobs_from_sources",
-    "load_job_boundary",
     "options_hash",
     "plan_batch",
     "read_verified",
     "run_batch",
-    "safe_name",
 ]

@@ -16,8 +16,6 @@ import json
 import logging
 import os
 import sys
-import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +48,7 @@ _CfnLoader.add_multi_constructor("!", _cfn_tag)
 
 
 def load_template(path: str | Path = "template.yaml") -> dict[str, Any]:
+    """Read a SAM/CloudFormation template, keeping intrinsic functions (``!Ref``, ``!Sub``…) as tagged dicts."""
     try:
         with open(path) as fh:
             return yaml.load(fh, Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
@@ -88,6 +87,7 @@ class Resolver:
         return value
 
     def ref(self, name: str) -> Any:
+        """Resolve ``!Ref``: a parameter's value or a resource's physical name."""
         pseudo = {"AWS::Region": self.region, "AWS::AccountId": self.account, "AWS::Partition": "aws",
                   "AWS::StackName": "sceneclip-local", "AWS::StackId": f"arn:aws:cloudformation:{self.region}:{self.account}:stack/sceneclip-local/local",
                   "AWS::NoValue": None}
@@ -100,6 +100,7 @@ class Resolver:
         return self.physical.get(name, f"<{name}>")
 
     def sub(self, arg: Any) -> str:
+        """Resolve ``!Sub`` with parameters, physical names and pseudo-parameters."""
         import re
 
         template, extra = (arg, {}) if isinstance(arg, str) else (arg[0], {k: self(v) for k, v in arg[1].items()})
@@ -116,6 +117,7 @@ class Resolver:
 
 
 def parameter_defaults(template: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The template's parameter defaults, with ``overrides`` on top."""
     params = {k: v.get("Default") for k, v in (template.get("Parameters") or {}).items()}
     params.update(overrides or {})
     return params
@@ -123,6 +125,7 @@ def parameter_defaults(template: Mapping[str, Any], overrides: Mapping[str, Any]
 
 @dataclass(frozen=True)
 class FunctionSpec:
+    """What `sceneclip invoke` needs of one function: handler, environment, timeout and memory."""
     logical_id: str
     handler: str
     environment: dict[str, str]
@@ -131,6 +134,7 @@ class FunctionSpec:
 
 
 def function_spec(template: Mapping[str, Any], logical_id: str, resolver: Resolver) -> FunctionSpec:
+    """The :class:`FunctionSpec` of ``logical_id``, Globals merged and intrinsics resolved."""
     resources = template.get("Resources") or {}
     res = resources.get(logical_id)
     if not res or res.get("Type") != "AWS::Serverless::Function":

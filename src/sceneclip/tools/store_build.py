@@ -51,6 +51,7 @@ class StoreSummary:
     dropped: tuple[str, ...] = field(default_factory=tuple)
 
     def to_dict(self) -> dict[str, Any]:
+        """The summary as a JSON-ready dict."""
         out = asdict(self)
         out["dropped"] = list(self.dropped)
         return out
@@ -68,17 +69,21 @@ class CompiledRegion:
 
     @property
     def bbox(self) -> list[float]:
+        """The region's bounds in the store's CRS."""
         return [float(v) for v in self.geometry.bounds]
 
     @property
     def parts(self) -> int:
+        """How many polygons the region's geometry has."""
         return len(polygonal_parts(self.geometry))
 
     @property
     def key(self) -> str:
+        """Where the region's WKB is stored: readable slug plus content hash, so rebuilds never overwrite."""
         return f"{REGIONS_DIR}/{region_slug(self.region)}.{self.hash}.wkb"
 
     def index_entry(self) -> dict[str, Any]:
+        """The region's entry in ``index.json``."""
         return {"bbox": self.bbox, "hash": self.hash, "key": self.key, "parts": self.parts, "features": self.features}
 
 
@@ -158,6 +163,7 @@ def compile_regions(
 def make_index(
     compiled: Mapping[str, CompiledRegion], *, crs_wkt: str, region_field: str, source: str
 ) -> dict[str, Any]:
+    """The store's ``index.json`` document: format, version, CRS, region field, source and every region."""
     regions = {rid: compiled[rid].index_entry() for rid in sorted(compiled)}
     return {
         "format": FORMAT,
@@ -171,6 +177,7 @@ def make_index(
 
 
 def write_error(exc: BaseException, location: StoreLocation, name: str) -> SceneclipError:
+    """A failed store write, typed: transient S3 faults may pass, everything else is permanent configuration."""
     what = location.describe(name)
     if isinstance(exc, OSError):
         return ConfigError(f"cannot write {what}: {exc.strerror or exc}")

@@ -52,14 +52,30 @@ def load_boundary(
     region_field: str | None = None,
     region: str | None = None,
 ) -> Boundary:
-    """Read a vector file, select a region, and return a :class:`Boundary` (geometries + CRS + hash)."""
-    frame = read_vector(path, layer)
+    """Read a vector file, select a region, and return a :class:`Boundary` (geometries + CRS + hash).
+
+    Parameters
+    ----------
+    path : str
+        Any vector file geopandas reads (local, ``/vsi…`` or ``s3://``).
+    layer : str, optional
+        Layer of a multi-layer file (GeoPackage).
+    region_field, region : str, optional
+        Keep only features whose ``region_field`` equals ``region`` (as text); give both or neither.
+    """
+    return boundary_from_frame(read_vector(path, layer), path, region_field=region_field, region=region)
+
+
+def boundary_from_frame(frame: Any, path: str, *, region_field: str | None = None, region: str | None = None) -> Boundary:
+    """The :class:`Boundary` of one region of an already-read GeoDataFrame (batch reads each file once).
+
+    One repaired, dissolved geometry — exactly what the boundary store keeps per region — so a region's
+    content hash is the same from the file (CLI, batch) and from the store (Lambda).
+    """
     if frame.crs is None:
         raise MissingCRSError(
             f"boundary {path!r} has no CRS; add one (e.g. a .prj file, or `ogr2ogr -a_srs EPSG:4326`)"
         )
     frame = select_region(frame, region_field, region, source=path)
-    # One repaired, dissolved geometry — exactly what the boundary store keeps per region, so a region's
-    # content hash is the same from the file (CLI, batch) and from the store (Lambda).
     merged = dissolve([g for g in frame.geometry if g is not None and not g.is_empty])
     return Boundary.from_geometries([] if merged is None else [merged], frame.crs.to_wkt(), source=path, region=region)

@@ -1,0 +1,184 @@
+"""Making batch jobs: a manifest (CSV / JSON lines), or every scene × every region it overlaps."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from glob import glob
+from pathlib import Path
+from typing import Any
+
+from sceneclip.errors import BoundaryError, ConfigError, MissingCRSError
+
+log = logging.getLogger("sceneclip.batch")
+
+MANIFEST_FIELDS = ("source", "boundary", "region", "output", "region_field", "layer")
+
+
+@dataclass(frozen=True)
+class BatchJob:
+    """One clip: ``source`` scene, ``boundary`` vector file (+ ``layer``), ``region`` of ``region_field``, ``output``."""
+
+    source: str
+    boundary: str
+    region: str | None
+    output: str
+    region_field: str | None = None
+    layer: str | None = None
+
+
+# --- making jobs ---------------------------------------------------------------------------------------------
+def _is_uri(path: str) -> bool:
+    return path.startswith(("/vsi", "s3://", "http://", "https://", "gs://"))
+
+
+def _resolve(path: str, base: Path) -> str:
+    return path if _is_uri(path) or os.path.isabs(path) else str(base / path)
+
+
+def _optional(value: Any) -> str | None:
+    text = "" if value is None else str(value).strip()
+    return text or None
+
+
+def jobs_from_manifest(path: str, *, region_field: str | None = None, layer: str | None = None) -> list[BatchJob]:
+    """Jobs from a CSV (header ``source,boundary,region,output[,region_field,layer]``) or JSON-lines manifest.
+
+    A ``.jsonl``/``.ndjson``/``.json`` file, or one whose first character is ``{``, is read as JSON lines (one
+    object per line with the same keys; blank and ``#`` lines ignored). Relative paths are relative to the
+    manifest's folder. ``region_field``/``layer`` are defaults for rows that do not name their own.
+    Raises ConfigError naming the line for a missing column or value.
+    """
+    base = Path(path).resolve().parent
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read manifest {path!r}: {exc}") from exc
+    is_jsonl = path.lower().endswith((".jsonl", ".ndjson", ".json")) or text.lstrip().startswith("{")
+    rows = list(_jsonl_rows(text, path)) if is_jsonl else list(_csv_rows(text, path))
+    jobs = []
+    for lineno, row in rows:
+        missing = [k for k in ("source", "boundary", "output") if not _optional(row.get(k))]
+        if missing:
+            raise ConfigError(f"manifest {path!r} line {lineno}: missing {', '.join(missing)}")
+        unknown = set(row) - set(MANIFEST_FIELDS)
+        if unknown:
+            raise ConfigError(f"manifest {path!r} line {lineno}: unknown field(s) {sorted(unknown)}; "
+                              f"fields are {', '.join(MANIFEST_FIELDS)}")
+        jobs.append(BatchJob(
+            source=_resolve(str(row["source"]).strip(), base),
+            boundary=_resolve(str(row["boundary"]).strip(), base),
+            region=_optional(row.get("region")),
+            output=_resolve(str(row["output"]).strip(), base),
+            region_field=_optional(row.get("region_field")) or region_field,
+            layer=_optional(row.get("layer")) or layer,
+        ))
+    if not jobs:
+        raise ConfigError(f"manifest {path!r} lists no job")
+    return jobs
+
+
+def _csv_rows(text: str, path: str) -> Iterable[tuple[int, dict[str, Any]]]:
+    reader = csv.DictReader(line for line in text.splitlines() if not line.startswith("#"))
+    if not reader.fieldnames or "source" not in reader.fieldnames:
+        raise ConfigError(f"manifest {path!r}: the first line must be a header: {','.join(MANIFEST_FIELDS)}")
+    for i, row in enumerate(reader, start=2):
+        if any(_optional(v) for v in row.values()):
+            yield i, {k: v for k, v in row.items() if k is not None}
+
+
+def _jsonl_rows(text: str, path: str) -> Iterable[tuple[int, dict[str, Any]]]:
+    for i, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"manifest {path!r} line {i}: not JSON ({exc.msg})") from exc
+        if not isinstance(row, dict):
+            raise ConfigError(f"manifest {path!r} line {i}: expected an object")
+        yield i, row
+
+
+def safe_name(value: Any) -> str:
+    """A file-name-safe form of a region name ('Côte d'Ivoire' → 'Côte_d_Ivoire'; never empty or '..')."""
+    text = re.sub(r"[^\w.-]+", "_", str(value), flags=re.UNICODE).strip("._")
+    return text or "region"
+
+
+def jobs_from_sources(
+    sources: str | Iterable[str],
+    boundary: str,
+    region_field: str | None,
+    out_dir: str,
+    layer: str | None = None,
+) -> list[BatchJob]:
+    """Every scene matching ``sources`` (a glob, or a list of paths) × every region it overlaps.
+
+    The vector file is read once. Each scene's footprint is carried into the vector's CRS
+    (:func:`sceneclip.core.geometry.raster_footprint`) and intersected with the features; features sharing a
+    ``region_field`` value are one region. Outputs: ``{out_dir}/{region}/{scene stem}.tif`` (region made
+    file-name safe, disambiguated by a short hash when two names collide). Without ``region_field`` the whole
+    layer is one region named after the file. Scenes that cannot be opened are reported on stderr and skipped.
+    """
+    import rasterio
+    import shapely
+
+    from sceneclip.tools.vectors import read_vector
+    from sceneclip.core.geometry import raster_footprint
+
+    paths = sorted(glob(sources)) if isinstance(sources, str) else list(sources)
+    if not paths:
+        raise ConfigError(f"no scene matches {sources!r}")
+    frame = read_vector(boundary, layer)
+    if frame.crs is None:
+        raise MissingCRSError(f"boundary {boundary!r} has no CRS; add one (e.g. `ogr2ogr -a_srs EPSG:4326`)")
+    if region_field is not None and region_field not in frame.columns:
+        fields = ", ".join(c for c in frame.columns if c != frame.geometry.name)
+        raise BoundaryError(f"boundary {boundary!r} has no field {region_field!r}; fields are: {fields}")
+    frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty]
+    from rasterio.crs import CRS
+
+    vector_crs = CRS.from_wkt(frame.crs.to_wkt())
+    names = _region_dir_names(frame, region_field, boundary)
+    jobs: list[BatchJob] = []
+    for path in paths:
+        try:
+            with rasterio.open(path) as ds:
+                crs, bounds = ds.crs, tuple(ds.bounds)
+        except rasterio.errors.RasterioError as exc:
+            log.warning("skipping %s: cannot open (%s)", path, exc)
+            continue
+        if crs is None:
+            log.warning("skipping %s: no CRS", path)
+            continue
+        footprints = raster_footprint(bounds, crs, vector_crs)
+        if not footprints:
+            continue
+        area = shapely.union_all(footprints)
+        hits = frame.iloc[frame.sindex.query(area, predicate="intersects")]
+        regions = sorted({str(v) for v in hits[region_field]}) if region_field else ([None] if len(hits) else [])
+        for region in regions:
+            out = os.path.join(out_dir, names[region], Path(path).stem + ".tif")
+            jobs.append(BatchJob(path, boundary, region, out, region_field, layer))
+    return jobs
+
+
+def _region_dir_names(frame: Any, region_field: str | None, boundary: str) -> dict[str | None, str]:
+    if region_field is None:
+        return {None: safe_name(Path(boundary).stem)}
+    names: dict[str | None, str] = {}
+    taken: dict[str, str] = {}
+    for value in sorted({str(v) for v in frame[region_field].dropna()}):
+        name = safe_name(value)
+        if name in taken and taken[name] != value:
+            name = f"{name}-{hashlib.sha1(value.encode()).hexdigest()[:6]}"
+        taken[name] = value
+        names[value] = name
+    return names

@@ -1,0 +1,46 @@
+"""One definition of "options that change the output": ClipOptions.fingerprint feeds the Lambda's configuration
+hash and batch's resume rule alike."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from sceneclip.aws.config import Settings
+from sceneclip.core.plan import ClipOptions
+from sceneclip.errors import ConfigError
+from sceneclip.tools.batch import options_hash
+
+ENV = {"SCENECLIP_OUTPUT_BUCKET": "out", "SCENECLIP_BOUNDARIES": "s3://b/store", "SCENECLIP_RECORDS_TABLE": "t"}
+CHANGED = {"all_touched": True, "invert": True, "crop": False, "pad": True, "nodata": 7.0, "profile": "zstd",
+           "resampling": "nearest"}
+
+
+@pytest.mark.parametrize("name", ClipOptions.OUTPUT_FIELDS)
+def test_every_output_option_changes_both_hashes(name):
+    base = ClipOptions()
+    changed = dataclasses.replace(base, **{name: CHANGED[name]})
+    assert changed.fingerprint() != base.fingerprint()
+    assert options_hash(changed) != options_hash(base)
+
+
+def test_how_options_do_not_change_the_fingerprint():
+    base = ClipOptions()
+    assert ClipOptions(memory_limit=1, tmpdir="/x", samples_per_chunk=2, gdal_cache_mb=8).fingerprint() == base.fingerprint()
+    assert ClipOptions(nodata=float("nan")).fingerprint() == ClipOptions(nodata=float("nan")).fingerprint()
+
+
+def test_lambda_config_hash_follows_the_options_and_the_output_location():
+    base = Settings.from_env(ENV)
+    assert Settings.from_env({**ENV, "SCENECLIP_ALL_TOUCHED": "true"}).config_hash != base.config_hash
+    assert Settings.from_env({**ENV, "SCENECLIP_OUTPUT_PREFIX": "other/"}).config_hash != base.config_hash
+    assert Settings.from_env({**ENV, "SCENECLIP_MEMORY_LIMIT_MB": "64"}).config_hash == base.config_hash
+    assert base.config_hash == base.clip_options().fingerprint(output="s3://out/clipped/")
+
+
+def test_invert_means_no_crop_everywhere_and_pad_with_invert_is_refused():
+    assert ClipOptions(invert=True).crop is False
+    assert Settings.from_env({**ENV, "SCENECLIP_INVERT": "true"}).clip_options().crop is False
+    with pytest.raises(ConfigError, match="pad"):
+        Settings.from_env({**ENV, "SCENECLIP_INVERT": "true", "SCENECLIP_PAD": "true"})
