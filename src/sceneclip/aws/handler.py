@@ -133,8 +133,17 @@ def record_handler(record: SQSRecord) -> list[dict[str, Any]]:
         _failure_by_type("InvalidEventError")
         return []
     out: list[dict[str, Any]] = []
-    for ref in refs:
-        out += process_ref(ref)
+    from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
+
+    try:
+        for ref in refs:
+            out += process_ref(ref)
+    except IdempotencyAlreadyInProgressError as exc:
+        from sceneclip.aws.inflight import defer, deferral_visibility_s
+
+        metrics.add_metric(name="ClipInProgressDeferred", unit=MetricUnit.Count, value=1)
+        raise defer(record.message_id, record.receipt_handle, record.event_source_arn,
+                    visibility_s=deferral_visibility_s()) from exc
     return out
 
 
