@@ -98,6 +98,8 @@ def _emit_metrics(records: list[Any]) -> None:
                 metrics.add_metric(name="BytesFetched", unit=MetricUnit.Bytes, value=rec.bytes_fetched)
             if rec.size_bytes is not None:
                 metrics.add_metric(name="OutputBytes", unit=MetricUnit.Bytes, value=rec.size_bytes)
+        elif rec.status == "superseded":  # an older source version: reported, not published, not a failure
+            metrics.add_metric(name="ClipSuperseded", unit=MetricUnit.Count, value=1)
         else:
             metrics.add_metric(name="ClipFailures", unit=MetricUnit.Count, value=1)
             _failure_by_type(rec.error_type or "Unknown")

@@ -102,13 +102,13 @@ def find_slug_collisions(ids: Iterable[str]) -> dict[str, list[str]]:
 def href_for(path_or_url: str) -> str:
     """A valid IRI reference for a key, path or URL: percent-encodes spaces, ``%``, ``?``, ``#`` and controls.
 
-    ``s3://bucket/a b.tif`` → ``s3://bucket/a%20b.tif``; the scheme and ``/`` stay. Non-ASCII letters are
-    allowed in an IRI and left alone.
+    ``s3://bucket/a b.tif`` → ``s3://bucket/a%20b.tif``; the scheme and ``/`` stay. Non-ASCII characters are
+    percent-encoded as UTF-8 too: a URI is also an IRI reference, and every URL parser reads it.
     """
     scheme, sep, rest = path_or_url.partition("://")
     if not sep:
         scheme, rest = "", path_or_url
-    encoded = quote(rest, safe="/:@!$&'()*+,;=-._~" + "".join(c for c in rest if ord(c) > 127))
+    encoded = quote(rest, safe="/:@!$&'()*+,;=-._~")
     return f"{scheme}://{encoded}" if sep else encoded
 
 
