@@ -39,6 +39,16 @@ def _required(env: Mapping[str, str], name: str, what: str) -> str:
     return value
 
 
+def _output_template(env: Mapping[str, str]) -> OutputTemplate:
+    """SCENECLIP_OUTPUT_KEY, which must start with {prefix}: the function may write only under the prefix,
+    and only keys under it are recognised as outputs (never clipped again)."""
+    template = OutputTemplate.parse(env.get("SCENECLIP_OUTPUT_KEY"))
+    if not template.text.startswith("{prefix}"):
+        raise ConfigError(f"SCENECLIP_OUTPUT_KEY={template.text!r} must start with {{prefix}} "
+                          "(outputs stay under SCENECLIP_OUTPUT_PREFIX)")
+    return template
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the pipeline needs to know, validated."""
@@ -116,7 +126,7 @@ class Settings:
             write_stac=_bool(env, "SCENECLIP_WRITE_STAC", True),
             tmpdir=env.get("SCENECLIP_TMPDIR") or env.get("TMPDIR") or "/tmp",
             memory_limit_mb=memory,
-            output_template=OutputTemplate.parse(env.get("SCENECLIP_OUTPUT_KEY")),
+            output_template=_output_template(env),
             stac_collection=(env.get("SCENECLIP_STAC_COLLECTION") or "").strip() or None,
         )
         try:  # options that cannot be combined fail here, at cold start, not on the first scene

@@ -18,7 +18,7 @@ from sceneclip.errors import ConfigError, TransientError
 log = logging.getLogger("sceneclip.aws.inflight")
 
 DEFAULT_VISIBILITY_S = 45
-_WARM_START_CACHE: dict[str, Any] = {}  # the SQS client and queue URLs by ARN, kept for warm invocations
+_WARM_START_CACHE: dict[str, Any] = {}  # the SQS client, kept for warm invocations
 
 
 class ClipInProgressError(TransientError):
@@ -38,15 +38,15 @@ def deferral_visibility_s(environ: Any = None) -> int:
 
 
 def queue_url(sqs: Any, arn: str) -> str:
-    """The queue URL for an SQS ARN (``arn:aws:sqs:region:account:name``), looked up once per container."""
-    url = _WARM_START_CACHE.get(arn)
-    if url is None:
-        parts = arn.split(":")
-        if len(parts) != 6 or parts[2] != "sqs":
-            raise ValueError(f"not an SQS queue ARN: {arn!r}")
-        url = sqs.get_queue_url(QueueName=parts[5], QueueOwnerAWSAccountId=parts[4])["QueueUrl"]
-        _WARM_START_CACHE[arn] = url
-    return url
+    """The queue URL for an SQS ARN (``arn:aws:sqs:region:account:name``): ``{endpoint}/{account}/{name}``.
+
+    Built rather than looked up: the event source mapping's policy (SQSPollerPolicy) grants
+    ChangeMessageVisibility but not GetQueueUrl, and the client's endpoint is the queue's region's.
+    """
+    parts = arn.split(":")
+    if len(parts) != 6 or parts[2] != "sqs":
+        raise ValueError(f"not an SQS queue ARN: {arn!r}")
+    return f"{sqs.meta.endpoint_url.rstrip('/')}/{parts[4]}/{parts[5]}"
 
 
 def defer(message_id: str, receipt_handle: str, source_arn: str, *, visibility_s: int, sqs: Any = None) -> ClipInProgressError:
