@@ -42,6 +42,10 @@ class InvalidOptionsError(PermanentError):
     """Options that cannot be combined (e.g. invert with crop)."""
 
 
+class InvalidItemError(PermanentError):
+    """A STAC Item that cannot be clipped as given: no assets, an asset without href, a selected asset missing."""
+
+
 class RasterReadError(PermanentError):
     """The source cannot be opened or decoded as a raster (not found, not a raster, corrupt)."""
 
