@@ -6,7 +6,8 @@ the SQS handler already accepts) → ``send_message_batch`` in tens, re-sending 
 
 What counts as *done* for one listed object (ETag ``E``) under the function's configuration (``config_hash`` H):
 the records the table holds for the scene with ``source_etag == E`` and ``config_hash == H`` (with ``--region R``
-only the record of region R) are the *matching* records.
+only the record of region R) are the *matching* records; an ``ok`` record matches only when it was clipped from
+the boundary store's current version (a rebuilt store with a redrawn region is work to do).
 
 * no matching record → **enqueue** (``new``; ``changed`` when the scene has records, but only for another
   ETag or configuration: a re-upload or a new configuration is work to do);

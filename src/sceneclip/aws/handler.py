@@ -18,7 +18,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from sceneclip.core import netstats
-from sceneclip.errors import SceneclipError
+from sceneclip.errors import OutputBusyError, SceneclipError
 from sceneclip.aws.events import InvalidEventError, SceneRef, is_sqs_event, parse_event, parse_sqs_body
 
 netstats.enable()  # GDAL reads this once, before its first network access
@@ -140,7 +140,7 @@ def record_handler(record: SQSRecord) -> list[dict[str, Any]]:
     try:
         for ref in refs:
             out += process_ref(ref)
-    except IdempotencyAlreadyInProgressError as exc:
+    except (IdempotencyAlreadyInProgressError, OutputBusyError) as exc:  # the same output is being written now
         from sceneclip.aws.inflight import defer, deferral_visibility_s
 
         metrics.add_metric(name="ClipInProgressDeferred", unit=MetricUnit.Count, value=1)

@@ -22,6 +22,7 @@ from sceneclip.core.clip import clip_to_cog
 from sceneclip.aws.config import Settings
 from sceneclip.errors import (
     NoOverlapError,
+    OutputBusyError,
     RasterReadError,
     RecursionRefusedError,
     SceneclipError,
@@ -238,6 +239,8 @@ class ScenePipeline:
             if newer is not None:  # an older delivery: do not even clip
                 return self._superseded(superseded_record(probe, job.order, newer))
             record = self._clip_and_publish(job, store, boundary, key, started, base)
+        except OutputBusyError:
+            raise  # the row belongs to the writer publishing now: nothing to record, retry after it
         except Exception as exc:
             return self._failed(job, boundary, _typed(exc), started, base)
         if record.status != "ok":
@@ -280,8 +283,11 @@ class ScenePipeline:
             rec = replace(rec, boundary=BoundaryRef(file=self.settings.boundaries, region=job.region, content_hash=""))
         rec = replace(rec, peak_memory_mb=peak_rss_mb(), **base)
         if not self.records.put(rec, order=job.order):
-            newer = self.records.get(job.scene, job.region)
-            return self._superseded(superseded_record(rec, job.order, newer))
+            current = self.records.get(job.scene, job.region) or {}
+            if not job.order.older_than(current):  # refused for another writer's live lease: retry after it
+                raise OutputBusyError(f"another clip is writing {job.scene} region {job.region!r}; "
+                                      f"retrying to record: {rec.error_type}: {rec.error}") from exc
+            return self._superseded(superseded_record(rec, job.order, current))
         log.warning("clip failed", extra={"scene": job.scene, "region": job.region, "error_type": rec.error_type, "error": rec.error})
         if not exc.permanent:
             raise exc

@@ -100,17 +100,22 @@ class RecordStore:
         return _from_dynamo({k: self._de.deserialize(v) for k, v in raw.items()})
 
     def put(self, record: VerificationRecord, *, order: SourceOrder | None = None, writer: str | None = None) -> bool:
-        """Write ``record``; with ``order`` only if no record of a *newer* source version is there, with
-        ``writer`` only while that writer still holds the row (see :meth:`claim`). False when refused."""
+        """Write ``record``; with ``order`` only if no record of a *newer* source version is there and no other
+        writer holds the row, with ``writer`` only while that writer still holds it (see :meth:`claim`).
+        False when refused."""
         item = _to_dynamo(record.to_dict(drop_none=True))
         # The table's keys: the scene URI and the region id (records stay schema v2: no duplicate fields).
         item["scene"] = record.source
         item["region"] = record.boundary.region or NO_REGION
         cond: dict[str, Any] = {}
-        if order is not None:
+        if order is not None:  # and never over a row another writer is publishing to (its lease is live)
+            import time
+
             item.update(order.attrs())
             expr, names, values = order.condition()
-            cond = {"ConditionExpression": expr, "ExpressionAttributeNames": names, "ExpressionAttributeValues": values}
+            cond = {"ConditionExpression": f"{expr} AND (attribute_not_exists(#w) OR #e < :now)",
+                    "ExpressionAttributeNames": {**names, "#w": WRITER_ATTR, "#e": LEASE_ATTR},
+                    "ExpressionAttributeValues": {**values, ":now": {"N": str(int(time.time()))}}}
         if writer is not None:  # the claim already checked the order; the lease must still be ours
             cond = {"ConditionExpression": "#w = :w", "ExpressionAttributeNames": {"#w": WRITER_ATTR},
                     "ExpressionAttributeValues": {":w": {"S": writer}}}
