@@ -1,0 +1,87 @@
+"""Target grids (groundwork for analysis-ready outputs): one fixed pixel lattice per region, in any CRS.
+
+A clip onto a target grid lands on pixels that are the same for every scene of the region over the years:
+with target-aligned pixels the origin is a whole multiple of the resolution (``gdalwarp -tap``, ``rio warp
+--target-aligned-pixels``). The extent is snapped *outward* to that lattice — but an edge already on the
+lattice stays where it is: gdalwarp's ``-tap`` adds a pixel there (OSGeo/gdal #3435), which would make two clips
+of one region differ by a column depending on float noise.
+
+Pure: bounds in, (transform, width, height) out. The warping executor that fills such a grid is not built yet.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.errors import CRSError
+
+from sceneclip.errors import InvalidOptionsError
+
+# How close to a lattice line an edge must be (in pixels) to count as on it: far below any real offset, far
+# above the float noise of a reprojected bound.
+SNAP_TOLERANCE_PX = 1e-6
+
+
+@dataclass(frozen=True)
+class TargetGrid:
+    """A pixel lattice: CRS, pixel size (x, y, both positive, in CRS units) and whether origins are aligned.
+
+    ``TargetGrid.parse("EPSG:32613,30")`` or ``"EPSG:32613,30,20"`` (width then height, as ``rio warp --res``).
+    """
+
+    crs: CRS
+    resolution: tuple[float, float]
+    target_aligned: bool = True
+
+    def __post_init__(self) -> None:
+        xres, yres = self.resolution
+        if not (math.isfinite(xres) and math.isfinite(yres) and xres > 0 and yres > 0):
+            raise InvalidOptionsError(f"resolution must be two positive numbers, got {self.resolution}")
+
+    @classmethod
+    def parse(cls, spec: str, *, target_aligned: bool = True) -> TargetGrid:
+        """``CRS,RES`` or ``CRS,XRES,YRES``; the error says which part is wrong."""
+        parts = [p.strip() for p in spec.split(",")]
+        if len(parts) not in (2, 3):
+            raise InvalidOptionsError(f"grid {spec!r}: expected CRS,RES or CRS,XRES,YRES (e.g. EPSG:32613,30)")
+        try:
+            crs = CRS.from_user_input(parts[0])
+        except CRSError as exc:
+            raise InvalidOptionsError(f"grid {spec!r}: {parts[0]!r} is not a CRS: {exc}") from exc
+        try:
+            res = tuple(float(p) for p in parts[1:])
+        except ValueError as exc:
+            raise InvalidOptionsError(f"grid {spec!r}: resolution {parts[1:]} is not numeric") from exc
+        return cls(crs=crs, resolution=(res[0], res[-1]), target_aligned=target_aligned)
+
+    def snap(self, bounds: tuple[float, float, float, float]) -> tuple[Affine, int, int]:
+        """The smallest grid window covering ``bounds`` (left, bottom, right, top in this grid's CRS).
+
+        Target-aligned: edges move outward to the next multiple of the resolution, edges already on one stay.
+        Otherwise the window starts at (left, top) exactly and grows to whole pixels.
+        """
+        left, bottom, right, top = bounds
+        if not (left < right and bottom < top):
+            raise InvalidOptionsError(f"bounds {bounds} are empty; nothing to put on a grid")
+        xres, yres = self.resolution
+        if self.target_aligned:
+            left = _floor(left / xres) * xres
+            right = _ceil(right / xres) * xres
+            bottom = _floor(bottom / yres) * yres
+            top = _ceil(top / yres) * yres
+        width = max(1, _ceil((right - left) / xres))
+        height = max(1, _ceil((top - bottom) / yres))
+        return Affine(xres, 0.0, left, 0.0, -yres, top), width, height
+
+
+def _floor(v: float) -> int:
+    r = round(v)
+    return r if abs(v - r) < SNAP_TOLERANCE_PX else math.floor(v)
+
+
+def _ceil(v: float) -> int:
+    r = round(v)
+    return r if abs(v - r) < SNAP_TOLERANCE_PX else math.ceil(v)
