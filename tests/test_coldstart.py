@@ -40,8 +40,8 @@ SCRIPT = textwrap.dedent(
         "after_init": loaded(),
         "same_app": first is second,
         "cached": handler._WARM_START_CACHE.get("app") is first,
-        "pipeline_type": type(first).__name__,
-        "idempotency_cached": "idempotency_config" in handler._WARM_START_CACHE,
+        "pipeline_type": type(first.pipeline).__name__,
+        "idempotency_cached": first.idempotency is not None,
         "connects": connects,
     }))
     """
@@ -80,4 +80,4 @@ def test_handler_import_is_light_and_app_is_reused(tmp_path, tracing):
     assert out["connects"] == [], f"get_app() opened connections: {out['connects']}"
     assert out["same_app"] and out["cached"], "get_app() must build once and reuse the app on warm invocations"
     assert out["pipeline_type"] == "ScenePipeline"
-    assert out["idempotency_cached"], "the idempotency config is kept for register_lambda_context"
+    assert out["idempotency_cached"], "the app keeps the idempotency config for register_lambda_context"

@@ -225,7 +225,7 @@ def test_in_progress_duplicate_is_a_short_batch_item_failure(stack, monkeypatch,
     monkeypatch.setattr(pipeline, "clip_to_cog", slow_first_clip)
     from sceneclip.aws.events import SceneRef
 
-    app = handler.get_app()
+    app = handler.get_app().pipeline
     first: dict[str, object] = {}
     worker = threading.Thread(target=lambda: first.update(r=app.process(SceneRef(bucket=bucket, key=SCENE_KEY, region="Larimer"))))
     worker.start()

@@ -8,6 +8,8 @@ or *transient* (the network, a throttle, a timeout: raise so Lambda/SQS retry). 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 
 class SceneclipError(Exception):
@@ -93,6 +95,21 @@ class RecursionRefusedError(PermanentError):
     """An event names an object under the output location (would loop)."""
 
 
+class AccessDeniedError(ConfigError):
+    """The caller may not read or write the object (HTTP 403 / AccessDenied): fix the IAM policy, then redrive.
+
+    One type wherever it happens (source, boundary store, output, tables), so status and backfill group it.
+    """
+
+
+class UnsupportedRasterError(PermanentError):
+    """The raster opens but cannot be clipped to a COG (e.g. a complex data type)."""
+
+
+class AmbiguousKeyError(PermanentError):
+    """An event's key has two readings (``+`` as plus or as a space) and neither object matches its ETag."""
+
+
 # --- transient ----------------------------------------------------------------------------------------------
 class SourceUnavailableError(TransientError):
     """The source could not be fetched for a reason that may pass (5xx, throttling, timeout, connection)."""
@@ -111,36 +128,229 @@ class UnexpectedError(TransientError):
     """A bug or an unforeseen fault: recorded, then retried (bounded by the queue's redrive count)."""
 
 
-_TRANSIENT_MARKERS = (
-    "http response code: 5",
-    "http response code: 429",
-    "slowdown",
-    "throttl",
-    "timed out",
-    "timeout",
-    "connection reset",
-    "connection refused",
-    "could not connect",
-    "couldn't connect",
-    "temporarily unavailable",
-    "internalerror",
-    "serviceunavailable",
-    "requesttimeout",
-)
-
-
-def looks_transient(message: str) -> bool:
-    """Classify a GDAL/curl/botocore message: True when it describes a fault that may pass on retry.
-
-    GDAL reports HTTP faults only as text ("HTTP response code: 503"), so the text is all we have.
-    """
-    low = message.lower()
-    return any(marker in low for marker in _TRANSIENT_MARKERS)
-
-
 _PRESIGNED = re.compile(r"(https?://[^?\s'\"]+)\?[^\s'\"]*(?:Signature|X-Amz-Signature|x-amz-security-token)[^\s'\"]*", re.I)
 
 
 def redact(text: str) -> str:
     """Strip presigned query strings (signature, session token) from a message before it is stored or logged."""
     return _PRESIGNED.sub(r"\1?<presigned>", text)
+
+
+# --- the one classifier ---------------------------------------------------------------------------------------
+# Evidence kinds, strongest outcome first. Only these make an error permanent; everything else retries.
+TRANSIENT, DENIED, MISSING, REJECTED, CONFIG, CONTENT, UNKNOWN = (
+    "transient", "denied", "missing", "rejected", "config", "content", "unknown")
+
+# S3/AWS error codes (and HTTP statuses as strings) by what they mean.
+TRANSIENT_CODES = frozenset({
+    "SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "RequestTimeTooSkewed", "Throttling",
+    "ThrottlingException", "ProvisionedThroughputExceededException", "RequestLimitExceeded",
+    "TooManyRequestsException", "ExpiredToken", "ExpiredTokenException", "TokenRefreshRequired",
+    "TransactionConflict", "InternalServerError", "408", "429",
+})
+DENIED_CODES = frozenset({"AccessDenied", "AccessDeniedException", "AllAccessDisabled", "InvalidAccessKeyId",
+                          "SignatureDoesNotMatch", "AccountProblem", "Forbidden", "403"})
+MISSING_CODES = frozenset({"NoSuchKey", "NoSuchVersion", "NoSuchBucket", "NotFound", "ResourceNotFoundException", "404"})
+# rasterio exposes GDAL's error class as the exception class name (CPLE_*): the strongest evidence there is.
+_GDAL_CLASSES = {
+    "CPLE_AWSAccessDeniedError": (DENIED, "AccessDenied"), "CPLE_AWSInvalidCredentialsError": (DENIED, "InvalidCredentials"),
+    "CPLE_AWSSignatureDoesNotMatchError": (DENIED, "SignatureDoesNotMatch"),
+    "CPLE_AWSObjectNotFoundError": (MISSING, "NoSuchKey"), "CPLE_AWSBucketNotFoundError": (MISSING, "NoSuchBucket"),
+}
+_BOTO_TRANSIENT = frozenset({"EndpointConnectionError", "ConnectionClosedError", "ReadTimeoutError",
+                             "ConnectTimeoutError", "HTTPClientError", "ResponseStreamingError", "IncompleteReadError",
+                             "ProxyConnectionError", "SSLError"})
+_BOTO_CONFIG = frozenset({"NoCredentialsError", "PartialCredentialsError", "NoRegionError", "ParamValidationError",
+                          "InvalidEndpointConfigurationError", "ProfileNotFound"})
+_HTTP_STATUS = re.compile(r"HTTP (?:response|error) code\s*:\s*(\d{3})|\bstatus(?: code)?[ :=]+(\d{3})\b", re.I)
+_S3_CODE = re.compile(r"<Code>(\w+)</Code>|An error occurred \((\w+)\)")
+# libcurl/OS wording of a fault on the way (GDAL passes curl's message through).
+_NETWORK = re.compile(r"connection (?:reset|refused|aborted|closed)|timed out|timeout was reached|couldn'?t connect|"
+                      r"could not connect|transfer closed|recv failure|send failure|empty reply|partial file|"
+                      r"broken pipe|temporarily unavailable|curl error|"
+                      # a short read: GDAL asked for a block and the connection delivered less
+                      r"got \d+ bytes, expected \d+", re.I)
+# Content evidence: GDAL fetched the bytes and they are not a raster it can use.
+_CONTENT = re.compile(r"not recognized as (?:being in )?a supported (?:file )?format|not a tiff|"
+                      r"TIFFReadDirectory|cannot open TIFF file due to missing codec|unsupported data type|"
+                      r"not a valid|zero-length|is a directory", re.I)
+# A local path that does not exist (for /vsis3/ GDAL says the same after *any* failed request: not evidence).
+_LOCAL_MISSING = re.compile(r"no such file or directory", re.I)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Why an exception was classified as it was: ``kind`` (one of the module's evidence kinds) and ``detail``,
+    the observed fact (``HTTP 500 InternalError``, ``GDAL CPLE_AWSAccessDeniedError``…) that records name."""
+
+    kind: str
+    detail: str
+
+    @property
+    def permanent(self) -> bool:
+        return self.kind not in (TRANSIENT, UNKNOWN)
+
+
+def exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and every exception behind it (``__cause__``, ``__context__``, exception groups), each once.
+
+    rasterio's "Read failed. See previous exception for details." carries the HTTP fault only down here.
+    """
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        cur = todo.pop(0)
+        if cur is None or id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        yield cur
+        todo += [cur.__cause__, cur.__context__, *getattr(cur, "exceptions", ())]
+
+
+def _code_kind(code: str, status: int | None) -> str | None:
+    if code in TRANSIENT_CODES or (status is not None and (status >= 500 or status in (408, 429))):
+        return TRANSIENT
+    if code in DENIED_CODES or status == 403:
+        return DENIED
+    if code in MISSING_CODES or status == 404:
+        return MISSING
+    if status is not None and 400 <= status < 500:
+        return REJECTED
+    if code.isdigit() and code.startswith("5"):
+        return TRANSIENT
+    return None
+
+
+def _gdal_evidence(e: BaseException) -> Evidence | None:
+    name = type(e).__name__
+    if name in _GDAL_CLASSES:
+        kind, code = _GDAL_CLASSES[name]
+        return Evidence(kind, f"GDAL {name} ({code})")
+    if name in ("CPLE_AWSError", "CPLE_HttpResponseError"):
+        # GDAL's other S3/HTTP errors: the message may hold the code ("InvalidRange: ..."); a 500 holds only
+        # S3's sentence. Denied and not-found have their own classes above, so the rest is a fault on the way.
+        found = _http_evidence(e) or _leading_code(e) or _network_evidence(e)
+        if found is not None and found.kind != UNKNOWN:
+            return Evidence(found.kind, f"GDAL {name}: {found.detail}")
+        return Evidence(TRANSIENT, f"GDAL {name} ({_first_words(e)})")
+    return None
+
+
+def _leading_code(e: BaseException) -> Evidence | None:
+    """GDAL writes S3 errors as ``Code: message``."""
+    m = re.match(r"\s*([A-Z][A-Za-z]+): ", str(e))
+    if not m:
+        return None
+    kind = _code_kind(m.group(1), None)
+    return Evidence(kind, m.group(1)) if kind else None
+
+
+def _first_words(e: BaseException, n: int = 8) -> str:
+    return " ".join(str(e).split()[:n])
+
+
+def _http_evidence(e: BaseException) -> Evidence | None:
+    """The HTTP status / S3 error code GDAL or boto3 wrote into the message, or curl's words for a network fault."""
+    text = str(e)
+    m = _HTTP_STATUS.search(text)
+    status = int(m.group(1) or m.group(2)) if m else None
+    c = _S3_CODE.search(text)
+    code = (c.group(1) or c.group(2)) if c else ""
+    kind = _code_kind(code, status) if (status or code) else None
+    if kind is not None:
+        return Evidence(kind, " ".join(x for x in (f"HTTP {status}" if status else "", code) if x))
+    return None
+
+
+def _network_evidence(e: BaseException) -> Evidence | None:
+    m = _NETWORK.search(str(e))
+    return Evidence(TRANSIENT, f"network fault: {m.group(0)}") if m else None
+
+
+def _aws_evidence(e: BaseException) -> Evidence | None:
+    """botocore, duck-typed (the core may not import it): ClientError's ``.response`` dict, else the class name."""
+    response = getattr(e, "response", None)
+    if isinstance(response, dict) and ("Error" in response or "ResponseMetadata" in response):
+        code = str(response.get("Error", {}).get("Code", "") or "")
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        status = status if isinstance(status, int) else None
+        kind = _code_kind(code, status)
+        detail = " ".join(x for x in (f"HTTP {status}" if status else "", code) if x) or "AWS error"
+        return Evidence(kind or UNKNOWN, detail)
+    names = {cls.__name__ for cls in type(e).__mro__}
+    if names & _BOTO_TRANSIENT:
+        return Evidence(TRANSIENT, f"network fault: {type(e).__name__}")
+    if names & _BOTO_CONFIG:
+        return Evidence(CONFIG, type(e).__name__)
+    if isinstance(e, (ConnectionError, TimeoutError)):
+        return Evidence(TRANSIENT, f"network fault: {type(e).__name__}")
+    if isinstance(e, FileNotFoundError):
+        return Evidence(MISSING, "no such file")
+    if isinstance(e, (PermissionError, IsADirectoryError, NotADirectoryError)):
+        return Evidence(DENIED if isinstance(e, PermissionError) else CONTENT, type(e).__name__)
+    return None
+
+
+def _content_evidence(e: BaseException) -> Evidence | None:
+    text = str(e)
+    if _LOCAL_MISSING.search(text) and "/vsi" not in text:
+        return Evidence(MISSING, "no such file")
+    m = _CONTENT.search(text)
+    return Evidence(CONTENT, f"GDAL: {m.group(0)}") if m else None
+
+
+def evidence_for(exc: BaseException) -> Evidence:
+    """The strongest evidence anywhere in ``exc``'s chain: GDAL's error class, then HTTP status / S3 code in a
+    message, then botocore's codes and classes (and OS errors), then curl's words for a network fault, then
+    content. ``UNKNOWN`` when nothing fits."""
+    chain = list(exception_chain(exc))
+    for probe in (_gdal_evidence, _http_evidence, _aws_evidence, _network_evidence, _content_evidence):
+        for e in chain:
+            found = probe(e)
+            if found is not None and found.kind != UNKNOWN:
+                return found
+    return Evidence(UNKNOWN, type(exc).__name__)
+
+
+_REASONS = {DENIED: "access denied; check the IAM policy (or the credentials)", MISSING: "not found",
+            REJECTED: "request rejected", CONFIG: "configuration problem", CONTENT: "cannot be read as a raster"}
+
+
+def classify(exc: BaseException, *, what: str, transient: type[SceneclipError] = SourceUnavailableError,
+             permanent: type[SceneclipError] = RasterReadError, hints: dict[str, str] | None = None) -> SceneclipError:
+    """The one classifier: any exception → a typed :class:`SceneclipError`, permanent only on positive evidence.
+
+    Parameters
+    ----------
+    exc : BaseException
+        What was raised (a rasterio/GDAL error, a botocore error, an OS error, anything). A
+        :class:`SceneclipError` is returned unchanged: it was typed where the facts were known.
+    what : str
+        What was being done, for the message ("reading s3://b/k", "upload to s3://b/k").
+    transient, permanent : type
+        The classes for a fault that may pass and for not-found/rejected/content evidence. Access denied is
+        always :class:`AccessDeniedError` and a missing credential/region/parameter :class:`ConfigError`.
+    hints : dict, optional
+        Evidence kind → what the person should do, appended to a permanent message of that kind.
+
+    Returns
+    -------
+    SceneclipError
+        With ``.evidence`` (:class:`Evidence`). Nothing placed → :class:`UnexpectedError` (transient: retried
+        up to the queue's ``maxReceiveCount``, then the DLQ). A permanent message names its evidence.
+    """
+    if isinstance(exc, SceneclipError):
+        return exc
+    ev = evidence_for(exc)
+    text = redact(" ".join(str(exc).split()))[:500]
+    what = redact(what)
+    if ev.kind == TRANSIENT:
+        err: SceneclipError = transient(f"{what}: {ev.detail}; may pass, will retry ({text})")
+    elif ev.kind == UNKNOWN:
+        err = UnexpectedError(f"{what}: {type(exc).__name__}: {text} (unclassified; will retry)")
+    else:
+        cls = {DENIED: AccessDeniedError, CONFIG: ConfigError}.get(ev.kind, permanent)
+        hint = (hints or {}).get(ev.kind)
+        err = cls(f"{what}: {_REASONS[ev.kind]} (evidence: {ev.detail}){'; ' + hint if hint else ''}: {text}")
+    err.evidence = ev  # type: ignore[attr-defined]
+    return err

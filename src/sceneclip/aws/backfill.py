@@ -37,6 +37,7 @@ from typing import Any
 
 from sceneclip.errors import ConfigError, SceneclipError
 from sceneclip.aws.events import SceneRef
+from sceneclip.aws.records_table import NO_REGION
 from sceneclip.aws.s3 import aws_error_code
 
 SQS_BATCH = 10  # send_message_batch's limit
@@ -82,13 +83,18 @@ def parse_since(value: str | None) -> datetime | None:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def error_is_permanent(error_type: str | None) -> bool:
-    """Whether a recorded ``error_type`` names a permanent sceneclip error (unknown names count as transient).
+def failure_is_transient(record: Mapping[str, Any]) -> bool:
+    """Whether a failed record says a retry may help: its ``transient`` flag, written by the classifier that
+    saw the evidence. Records older than the flag fall back to their error class; an unknown class name counts
+    as transient, so it is retried rather than forgotten."""
+    flag = record.get("transient")
+    if isinstance(flag, bool):
+        return flag
+    return not error_is_permanent(record.get("error_type"))
 
-    Records store the exception's class name; the class says whether a retry could help. An unknown name
-    (an error class renamed since the record was written) is treated as transient, so it is retried rather
-    than forgotten.
-    """
+
+def error_is_permanent(error_type: str | None) -> bool:
+    """Whether a recorded ``error_type`` names a permanent sceneclip error (for records without ``transient``)."""
     if not error_type:
         return False
     return _error_classes().get(error_type, False)
@@ -109,19 +115,40 @@ def _error_classes() -> dict[str, bool]:
     return _PERMANENCE
 
 
+def current_records(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The records that still describe the scene: a scene-level failure (region ``-``, failed before its
+    regions were known) is superseded by a later ``ok`` of the same ETag and configuration in any region.
+
+    The pipeline deletes such a failure when a region succeeds; this rule covers one written before that (or
+    whose delete failed), so backfill, ``sceneclip status`` and the metrics agree.
+    """
+    records = list(records)
+    latest_ok: dict[tuple[Any, Any, Any], str] = {}
+    for r in records:
+        if r.get("status") == "ok":
+            k = (r.get("scene"), r.get("source_etag"), r.get("config_hash"))
+            latest_ok[k] = max(latest_ok.get(k, ""), str(r.get("created_at") or ""))
+    def superseded(r: Mapping[str, Any]) -> bool:
+        k = (r.get("scene"), r.get("source_etag"), r.get("config_hash"))
+        return (r.get("status") == "failed" and r.get("region") == NO_REGION and k in latest_ok
+                and str(r.get("created_at") or "") <= latest_ok[k])
+    return [r for r in records if not superseded(r)]
+
+
 def decide(records: Iterable[Mapping[str, Any]], etag: str, config_hash: str, *, region: str | None = None,
            force: bool = False, boundary_version: str | None = None) -> tuple[str, str]:
     """``("enqueue" | "skip", reason)`` for one listed object, from the records the table holds for its scene.
 
     Reasons: ``force``, ``new`` (no record of the scene), ``changed`` (records only for another ETag or
     configuration), ``retry`` (a matching failure was transient), ``done`` (every matching record is ``ok``),
-    ``failed-permanently`` (matching records include a permanent failure, none a transient one).
-    With ``boundary_version`` (the boundary store's current version), a record made from another version of
-    the store does not match: a rebuilt store (a region redrawn) is work to do.
+    ``failed-permanently`` (matching records include a permanent failure, none a transient one). Superseded
+    scene-level failures (:func:`current_records`) are not counted. With ``boundary_version`` (the boundary
+    store's current version), an ``ok`` record made from another version of the store does not match: a
+    rebuilt store (a region redrawn) is work to do.
     """
     if force:
         return "enqueue", "force"
-    records = list(records)
+    records = current_records(records)
     if region is not None:
         records = [r for r in records if r.get("region") == region]
     matching = [r for r in records if r.get("source_etag") == etag and r.get("config_hash") == config_hash
@@ -129,7 +156,7 @@ def decide(records: Iterable[Mapping[str, Any]], etag: str, config_hash: str, *,
     if not matching:
         return "enqueue", "changed" if records else "new"
     failed = [r for r in matching if r.get("status") != "ok"]
-    if any(not error_is_permanent(r.get("error_type")) for r in failed):
+    if any(failure_is_transient(r) for r in failed):
         return "enqueue", "retry"
     return "skip", "failed-permanently" if failed else "done"
 

@@ -156,9 +156,15 @@ def parse_sqs_body(body: str) -> list[SceneRef]:
         raise InvalidEventError(f"SQS body must be a string, got {type(body).__name__}")
     try:
         payload = json.loads(body)
+        return parse_payload(payload)
     except json.JSONDecodeError as exc:
         raise InvalidEventError(f"SQS body is not JSON ({exc.msg}): {_truncate(body, 80)!r}") from None
-    return parse_payload(payload)
+    except RecursionError:
+        # A hostile or broken producer: json (and repr) recurse per nesting level. Permanent, and only this
+        # message fails; the rest of the batch is unaffected.
+        raise InvalidEventError(
+            f"SQS body ({len(body)} bytes) nests too deeply to be an event: {_truncate(body, 40)!r}"
+        ) from None
 
 
 def parse_event(event: dict[str, Any]) -> list[SceneRef]:

@@ -3,12 +3,13 @@
 Every trigger — S3 notification, SQS (S3 notification, SNS-wrapped, backfill message), EventBridge, a
 direct ``{"bucket", "key"}`` payload — is normalised to :class:`~sceneclip.aws.events.SceneRef` and handed to
 :class:`~sceneclip.aws.pipeline.ScenePipeline`. Heavy objects (clients, settings, the boundary store, the
-idempotent clip) are created on first use and kept in ``_WARM_START_CACHE`` for warm invocations.
+idempotent clip) are created on first use as one :class:`App` kept in ``_WARM_START_CACHE`` for warm invocations.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer, single_metric
@@ -26,12 +27,27 @@ netstats.enable()  # GDAL reads this once, before its first network access
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "sceneclip"))
 tracer = Tracer(patch_modules=("botocore",))  # patch only what the function calls (saves ~110 imports)
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "sceneclip"))
-processor = BatchProcessor(event_type=EventType.SQS)
+# A batch whose every message failed is still answered with batchItemFailures (each retried on its own, each
+# already recorded) rather than by failing the invocation, which would hide the per-message outcome.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 _WARM_START_CACHE: dict[str, Any] = {}
 
 
-def get_app() -> Any:
+@dataclass
+class App:
+    """What one container builds once: the pipeline and, when idempotency is on, its Powertools config (the
+    handler registers each invocation's Lambda context on it, so in-progress locks expire with the function)."""
+
+    pipeline: Any  # ScenePipeline (imported lazily: the handler module stays cheap to import)
+    idempotency: Any = None  # IdempotencyConfig | None
+
+    @property
+    def s3(self) -> Any:
+        return self.pipeline.s3
+
+
+def get_app() -> App:
     """Settings, clients, store loader and pipeline, built once per container (fails naming the variable)."""
     app = _WARM_START_CACHE.get("app")
     if app is None:
@@ -40,7 +56,7 @@ def get_app() -> Any:
     return app
 
 
-def _build_app() -> Any:
+def _build_app() -> App:
     import boto3
     from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 
@@ -54,23 +70,32 @@ def _build_app() -> Any:
     s3 = boto3.client("s3")
     dynamodb = boto3.client("dynamodb")  # one low-level client for the records and the idempotency table
     records = RecordStore(settings.records_table, client=dynamodb)
-    wrapper = _idempotency_wrapper(settings, dynamodb)
-    return ScenePipeline(
+    wrap, config = _idempotency(settings, dynamodb)
+    pipeline = ScenePipeline(
         settings, s3=s3, records=records, store_loader=lambda: get_store(settings.boundaries, s3_client=s3),
-        clip_wrapper=wrapper,
+        idempotent=wrap,
     )
+    return App(pipeline=pipeline, idempotency=config)
 
 
-def _idempotency_wrapper(settings: Any, ddb: Any) -> Any:
-    """Duplicate deliveries of one object version + region + configuration produce the output once."""
+def _idempotency(settings: Any, ddb: Any) -> tuple[Any, Any]:
+    """(wrapper, config): duplicate deliveries of one object version + region + configuration clip once.
+
+    The typed boundary ``clip_job(job: ClipJob) -> VerificationRecord`` is what Powertools wraps: only an
+    ``ok`` record is ever returned (and stored, through :func:`record_serializer`); a failure raises, and
+    Powertools deletes the in-progress record, so a redelivery clips again instead of replaying the failure.
+    """
     if not settings.idempotency_table:
         logger.warning("SCENECLIP_IDEMPOTENCY_TABLE is not set: duplicate deliveries will be clipped again")
-        return None
+        return None, None
     from aws_lambda_powertools.utilities.idempotency import (
         DynamoDBPersistenceLayer,
         IdempotencyConfig,
         idempotent_function,
     )
+
+    from sceneclip.aws.pipeline import ClipJob, ClipRunner
+    from sceneclip.core.records import VerificationRecord
 
     persistence = DynamoDBPersistenceLayer(table_name=settings.idempotency_table, boto3_client=ddb)
     config = IdempotencyConfig(
@@ -78,16 +103,36 @@ def _idempotency_wrapper(settings: Any, ddb: Any) -> Any:
         raise_on_no_idempotency_key=True,
         expires_after_seconds=settings.idempotency_ttl_s,
     )
-    _WARM_START_CACHE["idempotency_config"] = config
 
-    def wrap(fn: Any) -> Any:
-        @idempotent_function(data_keyword_argument="job", persistence_store=persistence, config=config)
-        def clip_once(job: dict[str, Any]) -> dict[str, Any]:
-            return fn(job)
+    def wrap(clip_region: ClipRunner) -> ClipRunner:
+        @idempotent_function(data_keyword_argument="job", persistence_store=persistence, config=config,
+                             output_serializer=record_serializer())
+        def clip_job(job: ClipJob) -> VerificationRecord:
+            record = clip_region(job)
+            if not record.ok and record.status != "superseded":  # failures raise; never cached (superseded is final)
+                raise RuntimeError(f"clip_region returned a {record.status} record for {job.scene}")
+            return record
 
-        return lambda job: clip_once(job=job)
+        return lambda job: clip_job(job=job)
 
-    return wrap
+    return wrap, config
+
+
+def record_serializer() -> Any:
+    """A Powertools output serializer for :class:`VerificationRecord` (stored as its JSON dict, NaN nodata as
+    "nan"). Built on first use: the idempotency package costs ~120 ms to import and is not always on."""
+    from aws_lambda_powertools.utilities.idempotency.serialization.base import BaseIdempotencySerializer
+
+    from sceneclip.core.records import VerificationRecord
+
+    class RecordSerializer(BaseIdempotencySerializer):
+        def to_dict(self, data: Any) -> dict:
+            return data.to_dict()
+
+        def from_dict(self, data: dict) -> Any:
+            return VerificationRecord.from_dict(data)
+
+    return RecordSerializer()
 
 
 def _emit_metrics(records: list[Any]) -> None:
@@ -115,13 +160,13 @@ def _failure_by_type(error_type: str) -> None:
 
 
 @tracer.capture_method
-def process_ref(ref: SceneRef) -> list[dict[str, Any]]:
+def process_ref(ref: SceneRef, attempt: int | None = None) -> list[dict[str, Any]]:
     """One scene: permanent failures are recorded and returned; transient ones raise (retry)."""
     logger.append_keys(scene=ref.uri)
-    records = get_app().process(ref)
+    records = get_app().pipeline.process(ref, attempt=attempt)
     _emit_metrics(records)
     return [{"scene": r.source, "region": r.region, "status": r.status, "output": r.output,
-             "error_type": r.error_type, "error": r.error} for r in records]
+             "error_type": r.error_type, "error": r.error, "transient": r.transient} for r in records]
 
 
 def record_handler(record: SQSRecord) -> list[dict[str, Any]]:
@@ -139,7 +184,7 @@ def record_handler(record: SQSRecord) -> list[dict[str, Any]]:
 
     try:
         for ref in refs:
-            out += process_ref(ref)
+            out += process_ref(ref, attempt=receive_count(record))
     except (IdempotencyAlreadyInProgressError, OutputBusyError) as exc:  # the same output is being written now
         from sceneclip.aws.inflight import defer, deferral_visibility_s
 
@@ -149,15 +194,22 @@ def record_handler(record: SQSRecord) -> list[dict[str, Any]]:
     return out
 
 
+def receive_count(record: SQSRecord) -> int | None:
+    """The delivery attempt SQS counts (``ApproximateReceiveCount``; the worker's events carry it too)."""
+    try:
+        return int(record.attributes.approximate_receive_count)
+    except (TypeError, ValueError, KeyError):
+        return None
+
+
 @metrics.log_metrics(capture_cold_start_metric=True)
 @tracer.capture_lambda_handler
 @logger.inject_lambda_context(log_event=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     logger.set_correlation_id(getattr(context, "aws_request_id", None))
-    get_app()  # configuration errors surface here, at cold start, naming the variable
-    config = _WARM_START_CACHE.get("idempotency_config")
-    if config is not None:
-        config.register_lambda_context(context)
+    app = get_app()  # configuration errors surface here, at cold start, naming the variable
+    if app.idempotency is not None:
+        app.idempotency.register_lambda_context(context)
     if is_sqs_event(event):
         return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
     try:

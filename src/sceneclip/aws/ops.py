@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sceneclip.aws.backfill import SQS_BATCH, error_is_permanent
+from sceneclip.aws.backfill import SQS_BATCH, current_records, failure_is_transient
 
 QUEUE_DEPTH_ATTRIBUTES = ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
                           "ApproximateNumberOfMessagesDelayed")
@@ -155,6 +155,7 @@ def failure_reason(error: str | None, limit: int = REASON_LIMIT) -> str:
 def summarize_records(records: list[dict[str, Any]], *, table: str = "", top: int = 5,
                       scene_prefix: str | None = None) -> Status:
     """Counts and top failure reasons over records (pure: ``status`` feeds it the table scan)."""
+    records = list(current_records(records))  # a superseded scene-level failure is history, not status
     if scene_prefix:
         records = [r for r in records if str(r.get("scene", "")).startswith(scene_prefix)]
     status = Status(table=table, records=len(records), scenes=len({r.get("scene") for r in records}))
@@ -164,10 +165,10 @@ def summarize_records(records: list[dict[str, Any]], *, table: str = "", top: in
     for r in records:
         by_status[str(r.get("status", "unknown"))] += 1
         if r.get("status") == "failed":
-            if error_is_permanent(r.get("error_type")):
-                status.failed_permanent += 1
-            else:
+            if failure_is_transient(r):
                 status.failed_transient += 1
+            else:
+                status.failed_permanent += 1
             key = (str(r.get("error_type") or "Unknown"), failure_reason(r.get("error")))
             reasons[key] += 1
             examples.setdefault(key, f"{r.get('scene')} [{r.get('region')}]")

@@ -3,7 +3,12 @@
 Plain Python over injected clients (S3, records table, boundary store): it knows nothing of Lambda, so the
 Lambda handler, the SQS worker and the tests call the same code. Permanent failures come back as ``failed``
 records (also written to the records table); transient ones are recorded and then re-raised so that
-Lambda/SQS retry.
+Lambda/SQS retry. Every failure is typed by :func:`sceneclip.errors.classify`.
+
+The per-region clip (:meth:`ScenePipeline.clip_region`, ``ClipJob → VerificationRecord``) returns only
+successes and *raises* every failure: wrapped in Powertools' ``idempotent_function`` (the handler does that)
+a failure deletes the idempotency record instead of being cached, so a redelivery really clips again. The
+caller (:meth:`ScenePipeline.run_job`) turns the raised error into the failed record.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import logging
 import resource
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import rasterio
@@ -21,13 +26,15 @@ from sceneclip.core import netstats
 from sceneclip.core.clip import clip_to_cog
 from sceneclip.aws.config import Settings
 from sceneclip.errors import (
-    NoOverlapError,
     OutputBusyError,
-    RasterReadError,
+    CONTENT,
+    AmbiguousKeyError,
+    NoOverlapError,
     RecursionRefusedError,
     SceneclipError,
-    UnexpectedError,
+    SourceUnavailableError,
     UnknownRegionError,
+    classify,
 )
 from sceneclip.aws.events import SceneRef
 from sceneclip.core.gdalenv import gdal_s3_options, non_cached_option
@@ -36,7 +43,7 @@ from sceneclip.core.records import BoundaryRef, VerificationRecord, failed_recor
 from sceneclip.aws.records_table import NO_REGION, RecordStore
 from sceneclip.aws.publish import Destination, Publisher, superseded_record
 from sceneclip.aws.records_table import SourceOrder
-from sceneclip.aws.s3 import SceneObject, gdal_source, head_scene
+from sceneclip.aws.s3 import TIFF_MAGIC, SceneObject, first_bytes, gdal_source, head_scene
 from sceneclip.core.naming import NameFields
 
 log = logging.getLogger("sceneclip.aws.pipeline")
@@ -75,6 +82,13 @@ def output_key(settings: Settings, job: ClipJob) -> str:
     return settings.output_template.render(fields)
 
 
+def _in_progress(exc: BaseException) -> bool:
+    """Another invocation is making this very output: our claim found its lease, or Powertools found its
+    in-progress idempotency record. Matched by name so the handler-less paths need not import Powertools'
+    idempotency package (~120 ms)."""
+    return isinstance(exc, OutputBusyError) or type(exc).__name__ == "IdempotencyAlreadyInProgressError"
+
+
 def _overlaps(boundary: Any, ds: Any) -> bool:
     from sceneclip.core.geometry import overlap_with_raster, to_raster_crs
 
@@ -84,13 +98,24 @@ def _overlaps(boundary: Any, ds: Any) -> bool:
         return False
 
 
-def _typed(exc: BaseException) -> SceneclipError:
-    """Every failure gets a record: unknown exceptions are wrapped (and retried) rather than lost."""
-    if isinstance(exc, SceneclipError):
-        return exc
-    wrapped = UnexpectedError(f"{type(exc).__name__}: {exc}")
-    wrapped.__cause__ = exc
-    return wrapped
+def pick_by_etag(ref: SceneRef, found: list[SceneObject]) -> SceneObject:
+    """The object an ambiguous event key means: the one whose ETag the event names (its size when the event
+    has no ETag; a single existing candidate when it has neither). No match, or two: permanent, with both seen.
+    """
+    if ref.etag:
+        matching, by = [o for o in found if o.etag == ref.etag], f"the event's ETag {ref.etag}"
+    elif ref.size is not None:
+        matching, by = [o for o in found if o.size == ref.size], f"the event's size {ref.size}"
+    else:
+        matching, by = found, "the event (it names no ETag or size)"
+    if len(matching) == 1:
+        return matching[0]
+    seen = ", ".join(f"{o.key!r} (ETag {o.etag}, {o.size} bytes)" for o in found) or "neither exists"
+    raise AmbiguousKeyError(
+        f"event key {ref.key_as_delivered!r} in s3://{ref.bucket} can be read as {ref.key_as_delivered!r} or "
+        f"{ref.key!r}; {'no' if not matching else 'more than one'} object matches {by} ({seen})"
+        + ("; was it replaced or deleted after the event?" if not matching else "")
+    )
 
 
 def peak_rss_mb() -> float:
@@ -98,11 +123,14 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
+ClipRunner = Callable[[ClipJob], VerificationRecord]
+
+
 class ScenePipeline:
     """Turns one :class:`SceneRef` into one verification record per region.
 
-    ``clip_wrapper`` lets the caller wrap the per-region clip (the handler wraps it with Powertools
-    idempotency); it receives and returns plain dicts.
+    ``idempotent`` wraps the per-region clip (the handler passes Powertools' ``idempotent_function``);
+    it receives and returns a :data:`ClipRunner`, so the wrapped clip stays typed.
     """
 
     def __init__(
@@ -112,15 +140,15 @@ class ScenePipeline:
         s3: Any,
         records: RecordStore,
         store_loader: Callable[[], Any],
-        clip_wrapper: Callable[[Callable[[dict[str, Any]], dict[str, Any]]], Callable[[dict[str, Any]], dict[str, Any]]] | None = None,
+        idempotent: Callable[[ClipRunner], ClipRunner] | None = None,
     ) -> None:
         self.settings = settings
         self.s3 = s3
         self.records = records
         self.store_loader = store_loader
-        self._clip = clip_wrapper(self.clip_job) if clip_wrapper else self.clip_job
-        self._scene_store: Any = None  # the store as checked once for the scene being processed
         self.publisher = Publisher(s3, records, write_stac=settings.write_stac)
+        self._clip_once: ClipRunner = idempotent(self.clip_region) if idempotent else self.clip_region
+        self._scene_store: Any = None  # the store as checked once for the scene being processed
 
     def _store(self) -> Any:
         """The boundary store: checked for a new version once per scene, not once per region clip."""
@@ -129,14 +157,15 @@ class ScenePipeline:
         return self._scene_store
 
     # --- scene level ------------------------------------------------------------------------------------
-    def process(self, ref: SceneRef) -> list[VerificationRecord]:
+    def process(self, ref: SceneRef, *, attempt: int | None = None) -> list[VerificationRecord]:
+        """Every region of the scene; ``attempt`` (SQS ``ApproximateReceiveCount``) goes into failed records."""
         self._scene_store = None
         try:
-            return self._process(ref)
+            return self._process(ref, attempt)
         finally:
             self._scene_store = None
 
-    def _process(self, ref: SceneRef) -> list[VerificationRecord]:
+    def _process(self, ref: SceneRef, attempt: int | None) -> list[VerificationRecord]:
         started = time.perf_counter()
         obj: SceneObject | None = None
         try:
@@ -144,39 +173,82 @@ class ScenePipeline:
             obj = self._head(ref)
             regions = self.resolve_regions(ref, obj)
         except Exception as exc:
-            exc = _typed(exc)
-            # When the HEAD worked, record the version actually seen (backfill matches records on ETag).
-            rec = replace(
-                failed_record(ref.uri, None, exc, started=started),
-                boundary=BoundaryRef(file=self.settings.boundaries, region=ref.region or NO_REGION, content_hash=""),
-                source_etag=obj.etag if obj else ref.etag, source_version=obj.version_id if obj else ref.version_id,
-                config_hash=self.settings.config_hash,
-            )
-            self.records.put(rec)
-            log.warning("scene failed before clipping", extra={"scene": ref.uri, "error_type": rec.error_type, "error": rec.error})
-            if not exc.permanent:
-                raise exc
-            return [rec]
-        out = []
+            return [self._scene_failure(ref, obj, exc, started, attempt)]
+        out: list[VerificationRecord] = []
+        superseded = False
         version = str(getattr(self._store(), "version", "") or "")
         for region in regions:
             job = ClipJob(obj.bucket, obj.key, obj.version_id, obj.etag, obj.size, region, self.settings.config_hash,
                           boundary_version=version, last_modified=obj.last_modified, sequencer=ref.sequencer)
-            clip = self.clip_job if ref.force else self._clip
-            out.append(VerificationRecord.from_dict(clip(asdict(job))))
+            rec = self.run_job(job, force=ref.force, attempt=attempt)
+            if rec.ok and not superseded:  # a success of this version + configuration ends its scene-level failure
+                superseded = self._supersede(job)
+            out.append(rec)
         return out
 
-    def _head(self, ref: SceneRef) -> SceneObject:
-        """HEAD the scene; for an event whose key encoding is undocumented, fall back to the key as delivered."""
+    def _supersede(self, job: ClipJob) -> bool:
+        """Best effort: the clip is done either way, and backfill/status ignore a failure older than a success."""
         try:
+            self.records.supersede_scene_failure(job.scene, job.etag, job.config_hash)
+        except SceneclipError as exc:
+            log.warning("could not delete the superseded scene-level failure", extra={"scene": job.scene, "error": str(exc)})
+        return True
+
+    def _scene_failure(self, ref: SceneRef, obj: SceneObject | None, exc: BaseException, started: float,
+                       attempt: int | None) -> VerificationRecord:
+        """Record a failure before any region clip (HEAD, key resolution, region lookup); raise it if transient."""
+        err = classify(exc, what=f"preparing {ref.uri}")
+        if obj is not None:
+            err = self.confirm_content_error(err, obj)
+        # When the HEAD worked, record the version actually seen (backfill matches records on ETag).
+        rec = replace(
+            failed_record(ref.uri, None, err, started=started),
+            boundary=BoundaryRef(file=self.settings.boundaries, region=ref.region or NO_REGION, content_hash=""),
+            source_etag=obj.etag if obj else ref.etag, source_version=obj.version_id if obj else ref.version_id,
+            config_hash=self.settings.config_hash, attempt=attempt,
+        )
+        self.records.put(rec)
+        log.warning("scene failed before clipping", extra={"scene": ref.uri, "error_type": rec.error_type,
+                                                          "error": rec.error, "transient": rec.transient})
+        if not err.permanent:
+            raise err from exc
+        return rec
+
+    def confirm_content_error(self, err: SceneclipError, obj: SceneObject) -> SceneclipError:
+        """GDAL's "not recognized as a supported format" is evidence only when GDAL got the bytes: a 503 on the
+        header read (after a good size probe) produces the same words and no HTTP error. So check the object's
+        first bytes with one GET: not a TIFF → permanent, saying so; a TIFF, or the GET fails → transient."""
+        if getattr(getattr(err, "evidence", None), "kind", None) != CONTENT:
+            return err
+        try:
+            head = first_bytes(self.s3, obj)
+        except SceneclipError as exc:
+            return exc if exc.permanent else SourceUnavailableError(f"{err} — but its first bytes could not be re-read ({exc})")
+        if head.startswith(TIFF_MAGIC):
+            return SourceUnavailableError(f"{obj.uri} is a TIFF (magic {head[:4]!r}) yet GDAL could not read it: "
+                                          f"an incomplete fetch, will retry ({err})")
+        # The bytes seen go to the log, not the message: equal causes keep equal messages for `sceneclip status`.
+        log.info("not a TIFF header", extra={"scene": obj.uri, "first_bytes": repr(head[:8])})
+        what = "it is empty" if not head else "its first bytes are not a TIFF header"
+        confirmed = type(err)(f"{err} (confirmed: {what})")
+        confirmed.evidence = err.evidence  # type: ignore[attr-defined]
+        return confirmed
+
+    def _head(self, ref: SceneRef) -> SceneObject:
+        """HEAD the scene. A key with two readings (EventBridge: ``+`` as plus or as space) is resolved by the
+        event's ETag (or size): HEAD both, take the one that matches, never the one that merely exists."""
+        if not ref.key_as_delivered:
             return head_scene(self.s3, ref.bucket, ref.key, ref.version_id)
-        except RasterReadError:
-            if not ref.key_as_delivered:
-                raise
-            log.info("decoded key not found, trying the key as delivered", extra={"key": ref.key_as_delivered})
-            literal = replace(ref, key=ref.key_as_delivered, key_as_delivered=None)
-            self.refuse_recursion(literal)
-            return head_scene(self.s3, literal.bucket, literal.key, literal.version_id)
+        literal = replace(ref, key=ref.key_as_delivered, key_as_delivered=None)
+        self.refuse_recursion(literal)
+        found: list[SceneObject] = []
+        for key in (ref.key, literal.key):
+            try:
+                found.append(head_scene(self.s3, ref.bucket, key, ref.version_id))
+            except SceneclipError as exc:
+                if not exc.permanent:
+                    raise  # a throttled HEAD says nothing about which key is meant: retry
+        return pick_by_etag(ref, found)
 
     def refuse_recursion(self, ref: SceneRef) -> None:
         """Our own outputs must never be clipped again (same bucket, or an event misrouted to us)."""
@@ -223,34 +295,59 @@ class ScenePipeline:
         return regions
 
     # --- region level -----------------------------------------------------------------------------------
-    def clip_job(self, job_dict: dict[str, Any]) -> dict[str, Any]:
-        """Clip, upload, record one region. Returns the record as a dict (the idempotent result)."""
-        job = ClipJob(**job_dict)
-        started = time.perf_counter()
-        base = dict(source_etag=job.etag, source_version=job.version_id, config_hash=job.config_hash)
-        boundary = None
-        try:
-            store = self._store()
-            boundary = store.boundary(job.region)
-            key = output_key(self.settings, job)
-            ref = BoundaryRef(file=boundary.source, region=job.region, content_hash=boundary.content_hash)
-            probe = VerificationRecord(source=job.scene, boundary=ref, status="ok", **base)
-            newer = self.publisher.newer_recorded(probe, job.order)
-            if newer is not None:  # an older delivery: do not even clip
-                return self._superseded(superseded_record(probe, job.order, newer))
-            record = self._clip_and_publish(job, store, boundary, key, started, base)
-        except OutputBusyError:
-            raise  # the row belongs to the writer publishing now: nothing to record, retry after it
-        except Exception as exc:
-            return self._failed(job, boundary, _typed(exc), started, base)
-        if record.status != "ok":
-            return self._superseded(record)
-        log.info("clip ok", extra={"scene": job.scene, "region": job.region, "output": record.output,
-                                   "bytes_fetched": record.bytes_fetched, "valid_fraction": record.valid_fraction})
-        return record.to_dict()
+    def _reported(self, record: VerificationRecord) -> VerificationRecord:
+        if record.status == "superseded":
+            log.info("older source version not published", extra={"scene": record.source, "region": record.region,
+                                                                   "error": record.error})
+        return record
 
-    def _clip_and_publish(self, job: ClipJob, store: Any, boundary: Any, key: str, started: float,
-                          base: dict[str, Any]) -> VerificationRecord:
+    def run_job(self, job: ClipJob, *, force: bool = False, attempt: int | None = None) -> VerificationRecord:
+        """One region: the (idempotent unless ``force``) clip, or its failure recorded. A transient failure is
+        re-raised after the record is written, so the message is retried."""
+        started = time.perf_counter()
+        try:
+            return self._reported((self.clip_region if force else self._clip_once)(job))
+        except Exception as exc:
+            if _in_progress(exc):  # the same output is being made right now: nothing to record, retry after it
+                raise
+            err = self.confirm_content_error(
+                classify(exc, what=f"clipping {job.scene} to region {job.region}"),
+                SceneObject(job.bucket, job.key, job.version_id, job.etag, job.size))
+            rec = replace(failed_record(job.scene, self._boundary_or_none(job.region), err, started=started),
+                          peak_memory_mb=peak_rss_mb(), attempt=attempt, source_etag=job.etag,
+                          source_version=job.version_id, config_hash=job.config_hash)
+            if not rec.boundary.region:  # the region is still named when its geometry could not be loaded
+                rec = replace(rec, boundary=BoundaryRef(file=self.settings.boundaries, region=job.region, content_hash=""))
+            if not self.records.put(rec, order=job.order):
+                current = self.records.get(job.scene, job.region) or {}
+                if not job.order.older_than(current):  # refused for another writer's live lease: retry after it
+                    raise OutputBusyError(f"another clip is writing {job.scene} region {job.region!r}; "
+                                          f"retrying to record: {rec.error_type}: {rec.error}") from exc
+                return self._reported(superseded_record(rec, job.order, current))
+            log.warning("clip failed", extra={"scene": job.scene, "region": job.region, "error_type": rec.error_type,
+                                              "error": rec.error, "transient": rec.transient, "attempt": attempt})
+            if not err.permanent:
+                raise err from exc
+            return rec
+
+    def _boundary_or_none(self, region: str) -> Any:
+        try:
+            return self._store().boundary(region)
+        except Exception:  # the failure being recorded may be this very lookup
+            return None
+
+    def clip_region(self, job: ClipJob) -> VerificationRecord:
+        """Clip, upload and record one region: the ``ok`` record, or an exception (never a failed record)."""
+        started = time.perf_counter()
+        store = self._store()
+        boundary = store.boundary(job.region)
+        output_key(self.settings, job)  # a template with no value for this job fails before any read
+        probe = VerificationRecord(source=job.scene, status="ok", source_etag=job.etag, source_version=job.version_id,
+                                   config_hash=job.config_hash,
+                                   boundary=BoundaryRef(file=boundary.source, region=job.region, content_hash=boundary.content_hash))
+        newer = self.publisher.newer_recorded(probe, job.order)
+        if newer is not None:  # an older delivery: do not even clip
+            return superseded_record(probe, job.order, newer)
         obj = SceneObject(job.bucket, job.key, job.version_id, job.etag, job.size)
         path, extra = gdal_source(self.s3, obj)
         with rasterio.Env(**self._gdal_env(job.bucket, extra)):
@@ -258,45 +355,28 @@ class ScenePipeline:
             netstats.reset()
             result = clip_to_cog(path, boundary, self.settings.clip_options(), name=job.scene)
             fetched = netstats.snapshot()
+        key = output_key(self.settings, job)  # a template with no value for this job fails before any upload
         try:
             record = replace(
                 result.record, source=job.scene, bytes_fetched=fetched.bytes_fetched,
                 requests=fetched.requests, peak_memory_mb=peak_rss_mb(),
                 boundary=BoundaryRef(file=boundary.source, region=job.region, content_hash=boundary.content_hash),
                 boundary_version=getattr(store, "version", None),
-                duration_ms=round((time.perf_counter() - started) * 1000, 1), **base,
+                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                source_etag=job.etag, source_version=job.version_id, config_hash=job.config_hash,
             )
             metadata = {
                 "source-bucket": job.bucket, "source-key": job.key, "source-version": job.version_id or "",
                 "source-etag": job.etag, "region": job.region, "boundary-version": getattr(store, "version", ""),
                 "boundary-hash": boundary.content_hash,
             }
-            return self.publisher.publish(record, result.output, Destination(self.settings.output_bucket, key, job.order),
-                                          metadata)
+            record = self.publisher.publish(record, result.output, Destination(self.settings.output_bucket, key, job.order),
+                                            metadata)
         finally:
             result.output.close()
-
-    def _failed(self, job: ClipJob, boundary: Any, exc: SceneclipError, started: float, base: dict[str, Any]) -> dict[str, Any]:
-        """Record a failure, unless a newer source version is recorded (then the failure is superseded)."""
-        rec = failed_record(job.scene, boundary, exc, started=started)
-        if boundary is None:  # the region is still named when its geometry could not be loaded
-            rec = replace(rec, boundary=BoundaryRef(file=self.settings.boundaries, region=job.region, content_hash=""))
-        rec = replace(rec, peak_memory_mb=peak_rss_mb(), **base)
-        if not self.records.put(rec, order=job.order):
-            current = self.records.get(job.scene, job.region) or {}
-            if not job.order.older_than(current):  # refused for another writer's live lease: retry after it
-                raise OutputBusyError(f"another clip is writing {job.scene} region {job.region!r}; "
-                                      f"retrying to record: {rec.error_type}: {rec.error}") from exc
-            return self._superseded(superseded_record(rec, job.order, current))
-        log.warning("clip failed", extra={"scene": job.scene, "region": job.region, "error_type": rec.error_type, "error": rec.error})
-        if not exc.permanent:
-            raise exc
-        return rec.to_dict()
-
-    def _superseded(self, record: VerificationRecord) -> dict[str, Any]:
-        log.info("older source version not published", extra={"scene": record.source, "region": record.region,
-                                                               "error": record.error})
-        return record.to_dict()
+        log.info("clip ok", extra={"scene": job.scene, "region": job.region, "output": record.output,
+                                   "bytes_fetched": record.bytes_fetched, "valid_fraction": record.valid_fraction})
+        return record
 
     def _gdal_env(self, bucket: str, extra: dict[str, str]) -> dict[str, Any]:
         opts = gdal_s3_options()

@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from sceneclip.core.records import VerificationRecord
+from sceneclip.errors import ConfigError, classify
 
 NO_REGION = "-"  # sort key for failures that happen before a region is known
 # Bookkeeping attributes beside the record's fields (not part of VerificationRecord):
@@ -164,17 +165,41 @@ class RecordStore:
         """One DynamoDB write; False when its condition failed, typed errors for everything else."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        from sceneclip.aws.s3 import aws_error_code, classify_aws_error
+        from sceneclip.aws.s3 import aws_error_code
 
         try:
             getattr(self.client, op)(TableName=self.table_name, **kwargs)
         except ClientError as exc:
             if aws_error_code(exc) == "ConditionalCheckFailedException":
                 return False
-            raise classify_aws_error(exc, f"{what} in table {self.table_name}") from exc
+            raise classify(exc, what=f"{what} in table {self.table_name}", permanent=ConfigError) from exc
         except BotoCoreError as exc:
-            raise classify_aws_error(exc, f"{what} in table {self.table_name}") from exc
+            raise classify(exc, what=f"{what} in table {self.table_name}") from exc
         return True
+
+    def supersede_scene_failure(self, scene: str, etag: str, config_hash: str) -> bool:
+        """Delete the scene-level failure (region ``-``: failed before its regions were known) of this object
+        version and configuration, now that a region of it succeeded. True when one was deleted.
+
+        Conditional on the item still being that failure, so a newer record of another version is kept.
+        """
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.delete_item(
+                TableName=self.table_name, Key={"scene": {"S": scene}, "region": {"S": NO_REGION}},
+                ConditionExpression="#st = :failed AND source_etag = :etag AND config_hash = :cfg",
+                ExpressionAttributeNames={"#st": "status"},
+                ExpressionAttributeValues={":failed": {"S": "failed"}, ":etag": {"S": etag}, ":cfg": {"S": config_hash}},
+            )
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False  # nothing to supersede (the usual case)
+            raise classify(exc, what=f"superseding the scene-level failure in table {self.table_name}",
+                           permanent=ConfigError) from exc
+        except BotoCoreError as exc:
+            raise classify(exc, what=f"superseding the scene-level failure in table {self.table_name}") from exc
 
     def get(self, scene: str, region: str) -> dict[str, Any] | None:
         raw = self.client.get_item(TableName=self.table_name, Key=self._key(scene, region), ConsistentRead=True).get("Item")

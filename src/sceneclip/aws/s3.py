@@ -9,50 +9,23 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sceneclip.errors import PermanentError, RasterReadError, SceneclipError, SourceUnavailableError, UploadError
+from sceneclip.errors import MISSING, PermanentError, UploadError, classify
 
+_GONE = "the object does not exist (deleted after the event, or never there)"
+# Outputs above the threshold go up in parts (boto3 aborts the upload on failure: no partial object).
+MULTIPART_THRESHOLD = 64 * 1024 * 1024
+MULTIPART_CHUNKSIZE = 16 * 1024 * 1024
 COG_CONTENT_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 
-# AWS error codes that describe a fault which may pass on retry (shared with the boundary store).
-TRANSIENT_AWS_CODES = frozenset({
-    "SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "RequestTimeTooSkewed", "Throttling",
-    "ThrottlingException", "ProvisionedThroughputExceededException", "RequestLimitExceeded", "TooManyRequestsException",
-    "500", "502", "503", "504",
-})
-
-
 def aws_error_code(exc: BaseException) -> str:
-    """The error code of a botocore ClientError (its HTTP status when the code is empty), else the class name."""
-    from botocore.exceptions import ClientError
-
-    if isinstance(exc, ClientError):
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    """The error code of a botocore ClientError (its HTTP status when the code is empty), else the class name.
+    For reports only: classification is :func:`sceneclip.errors.classify`'s job."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = str(response.get("Error", {}).get("Code", ""))
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         return code or str(status or "")
     return type(exc).__name__
-
-
-class AccessDeniedError(PermanentError):
-    """The function's role may not read or write the object (fix the policy, then redrive)."""
-
-
-def classify_aws_error(exc: BaseException, what: str, *, transient_cls: type[SceneclipError] = SourceUnavailableError) -> SceneclipError:
-    """botocore errors → our typed errors: throttling/5xx/connection are transient, the rest permanent."""
-    from botocore.exceptions import BotoCoreError, ClientError, ConnectionError as BotoConnectionError
-
-    if isinstance(exc, ClientError):
-        code = aws_error_code(exc)
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if code in TRANSIENT_AWS_CODES or (isinstance(status, int) and status >= 500):
-            return transient_cls(f"{what}: {code} (will retry)")
-        if code in ("AccessDenied", "403", "AllAccessDisabled"):
-            return AccessDeniedError(f"{what}: access denied; check the function's IAM policy")
-        if code in ("NoSuchKey", "404", "NotFound", "NoSuchVersion", "NoSuchBucket"):
-            return RasterReadError(f"{what}: not found ({code}); was it deleted after the event?")
-        return PermanentError(f"{what}: {code}: {exc}")
-    if isinstance(exc, (BotoConnectionError, BotoCoreError)):
-        return transient_cls(f"{what}: {exc}")
-    return transient_cls(f"{what}: {exc}")
 
 
 @dataclass(frozen=True)
@@ -80,7 +53,7 @@ def head_scene(s3: Any, bucket: str, key: str, version_id: str | None = None) ->
     try:
         head = s3.head_object(**kwargs)
     except (ClientError, BotoCoreError) as exc:
-        raise classify_aws_error(exc, f"s3://{bucket}/{key}") from exc
+        raise classify(exc, what=f"HEAD s3://{bucket}/{key}", hints={MISSING: _GONE}) from exc
     version = head.get("VersionId")
     return SceneObject(
         bucket=bucket,
@@ -104,8 +77,7 @@ def gdal_source(s3: Any, obj: SceneObject) -> tuple[str, dict[str, str]]:
     return f"/vsicurl/{url}", {"CPL_VSIL_CURL_USE_HEAD": "NO"}
 
 
-MULTIPART_THRESHOLD = 64 * 1024 * 1024  # below: one PutObject; above: our own multipart upload
-PART_SIZE = 16 * 1024 * 1024
+PART_SIZE = MULTIPART_CHUNKSIZE
 
 
 @dataclass(frozen=True)
@@ -121,8 +93,6 @@ def upload(s3: Any, fileobj: Any, bucket: str, key: str, *, content_type: str, m
            threshold: int = MULTIPART_THRESHOLD, part_size: int = PART_SIZE) -> Uploaded:
     """Write ``fileobj`` to ``s3://bucket/key``: PutObject below ``threshold``, else a multipart upload that is
     aborted on any failure (so no partial object is ever visible). Returns the response's ETag and VersionId."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
     meta = {k: _ascii(v) for k, v in metadata.items() if v is not None}
     args = {"Bucket": bucket, "Key": key, "ContentType": content_type, "Metadata": meta}
     try:
@@ -131,8 +101,8 @@ def upload(s3: Any, fileobj: Any, bucket: str, key: str, *, content_type: str, m
             resp = s3.put_object(Body=first, **args)
         else:
             resp = _multipart(s3, first, fileobj, args, part_size)
-    except (ClientError, BotoCoreError) as exc:
-        raise classify_aws_error(exc, f"upload to s3://{bucket}/{key}", transient_cls=UploadError) from exc
+    except Exception as exc:  # botocore errors; an OSError reading the file is typed by the classifier too
+        raise classify(exc, what=f"upload to s3://{bucket}/{key}", transient=UploadError, permanent=PermanentError) from exc
     version = resp.get("VersionId")
     return Uploaded(str(resp.get("ETag", "")).strip('"'), None if version in (None, "null") else version)
 
@@ -158,6 +128,22 @@ def _multipart(s3: Any, first: bytes, fileobj: Any, args: dict[str, Any], part_s
         except Exception:  # the lifecycle rule removes what an abort could not
             pass
         raise
+
+
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, both byte orders
+
+
+def first_bytes(s3: Any, obj: SceneObject, n: int = 16) -> bytes:
+    """The object's first ``n`` bytes (one ranged GET of exactly the version read); raises typed errors."""
+    kwargs: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key, "Range": f"bytes=0-{n - 1}"}
+    if obj.version_id:
+        kwargs["VersionId"] = obj.version_id
+    try:
+        return s3.get_object(**kwargs)["Body"].read()
+    except Exception as exc:
+        if aws_error_code(exc) == "InvalidRange":  # S3's answer for a range of an empty object
+            return b""
+        raise classify(exc, what=f"re-reading the first bytes of {obj.uri}", hints={MISSING: _GONE}) from exc
 
 
 def put_json(s3: Any, bucket: str, key: str, doc: dict[str, Any]) -> None:

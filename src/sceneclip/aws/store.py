@@ -43,9 +43,10 @@ from sceneclip.errors import (
     SceneclipError,
     SourceUnavailableError,
     UnknownRegionError,
+    classify,
 )
+from sceneclip.errors import DENIED, MISSING
 from sceneclip.core.geometry import Boundary
-from sceneclip.aws.s3 import TRANSIENT_AWS_CODES, aws_error_code
 
 FORMAT = "sceneclip-boundaries/1"
 INDEX_NAME = "index.json"
@@ -56,8 +57,6 @@ BUILD_HINT = "run `sceneclip boundaries build VECTOR --region-field FIELD --out 
 # the geometries it already fetched until the store's index.json changes.
 _WARM_STORE_CACHE: dict[str, BoundaryStore] = {}
 
-_MISSING_S3_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "NotFound", "404"})
-DENIED_S3_CODES = frozenset({"AccessDenied", "AllAccessDisabled", "Forbidden", "403"})
 
 
 def store_version(region_hashes: Mapping[str, str], crs_wkt: str, region_field: str) -> str:
@@ -138,37 +137,16 @@ class StoreLocation:
             fh.write(data)
 
 
-def is_transient_aws(exc: BaseException) -> bool:
-    """Throttling, 5xx, timeouts and connection faults may pass; credentials and parameter errors do not."""
-    from botocore.exceptions import (
-        BotoCoreError,
-        ClientError,
-        NoCredentialsError,
-        NoRegionError,
-        ParamValidationError,
-        PartialCredentialsError,
-    )
-
-    if isinstance(exc, ClientError):
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        return aws_error_code(exc) in TRANSIENT_AWS_CODES or (isinstance(status, int) and status >= 500)
-    if isinstance(exc, (NoCredentialsError, PartialCredentialsError, ParamValidationError, NoRegionError)):
-        return False
-    return isinstance(exc, BotoCoreError)  # EndpointConnectionError, ReadTimeoutError, ConnectionClosedError...
-
-
 def _read_error(exc: BaseException, location: StoreLocation, name: str, *, missing: str) -> SceneclipError:
-    """A failed read of ``name`` → SourceUnavailableError (may pass) or ConfigError (``missing`` explains a 404)."""
+    """A failed read of ``name``, typed by :func:`sceneclip.errors.classify`: a fault on the way is
+    SourceUnavailableError (retry), access denied is AccessDeniedError, not found a ConfigError whose
+    message (``missing``) says how to build the store; anything else it cannot place is transient."""
     what = location.describe(name)
-    if isinstance(exc, FileNotFoundError) or (not isinstance(exc, OSError) and aws_error_code(exc) in _MISSING_S3_CODES):
+    err = classify(exc, what=f"reading {what}", transient=SourceUnavailableError, permanent=ConfigError,
+                   hints={DENIED: f"allow s3:GetObject on the boundary store {location.uri}"})
+    if getattr(err, "evidence", None) is not None and err.evidence.kind == MISSING:  # type: ignore[attr-defined]
         return ConfigError(f"{what} not found: {missing}")
-    if isinstance(exc, OSError):  # local: permission denied, not a directory, ...
-        return ConfigError(f"cannot read {what}: {exc.strerror or exc}")
-    if is_transient_aws(exc):
-        return SourceUnavailableError(f"reading {what} failed: {aws_error_code(exc)} (may pass; retry)")
-    if aws_error_code(exc) in DENIED_S3_CODES:
-        return ConfigError(f"access denied reading {what}; allow s3:GetObject on the boundary store {location.uri}")
-    return ConfigError(f"cannot read {what}: {aws_error_code(exc)}: {exc}")
+    return err
 
 
 def aws_errors() -> tuple[type[BaseException], ...]:

@@ -21,7 +21,7 @@ from sceneclip.core.plan import ClipOptions, ClipPlan, RasterInfo, plan_clip
 from sceneclip.core.records import VerificationRecord, failed_record
 from sceneclip.core.source import open_source
 from sceneclip.core.verify import verify_output
-from sceneclip.errors import NoOverlapError, SceneclipError, VerificationError, redact
+from sceneclip.errors import NoOverlapError, UnsupportedRasterError, VerificationError, classify, redact
 
 
 @dataclass
@@ -34,12 +34,29 @@ class ClipResult:
 
 def plan_for_dataset(src: Any, boundary: Boundary, options: ClipOptions, *, name: str) -> tuple[RasterInfo, ClipPlan]:
     """The compute step for an open dataset: its grid, the boundary in its CRS, the plan. Reads no pixels."""
+    refuse_unsupported(src, name)
     info = RasterInfo.from_dataset(src, name=name)
     try:
         shapes = to_raster_crs(boundary, info.crs, info.bounds, raster_name=name)
         return info, plan_clip(info, shapes, options)
     except NoOverlapError:
         raise no_overlap_error(boundary, name) from None
+
+
+# Data types a COG clip can carry (numpy knows them, GDAL's COG driver writes them, a nodata value fits them).
+SUPPORTED_DTYPES = frozenset({"uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
+                              "float16", "float32", "float64"})
+
+
+def refuse_unsupported(src: Any, name: str) -> None:
+    """Refuse, permanently and by name, a raster whose data type we cannot clip (e.g. ``complex_int16``,
+    which numpy has no type for): without this it fails deep in planning as an unclassified TypeError."""
+    bad = sorted({str(dt) for dt in src.dtypes} - SUPPORTED_DTYPES)
+    if bad:
+        raise UnsupportedRasterError(
+            f"{name} has data type {', '.join(bad)}, which sceneclip cannot clip (supported: real integer and "
+            "float types); convert it first, e.g. `gdal_translate -ot Float32` on the real part"
+        )
 
 
 def clip_to_cog(source: str, boundary: Boundary, options: ClipOptions | None = None, *, name: str | None = None) -> ClipResult:
@@ -93,7 +110,8 @@ def refuse_empty(stats: ExecutionStats, boundary: Boundary, source: str, options
 def run_clip(
     source: str, boundary: Boundary, options: ClipOptions | None = None, *, output: str | None = None
 ) -> ClipResult:
-    """:func:`clip_to_cog` that never raises for a SceneclipError: failures come back as a failed record.
+    """:func:`clip_to_cog` that never raises: every failure comes back as a failed record (typed by
+    :func:`sceneclip.errors.classify`; an unforeseen one as a transient ``UnexpectedError``).
 
     With ``output`` the COG is saved there (atomically) and only on success; otherwise the caller gets the
     in-memory :class:`ClipOutput`.
@@ -101,8 +119,9 @@ def run_clip(
     started = time.perf_counter()
     try:
         result = clip_to_cog(source, boundary, options)
-    except SceneclipError as exc:
-        rec = getattr(exc, "record", None) or failed_record(source, boundary, exc, started=started)
+    except Exception as exc:  # anything untyped is classified (UnexpectedError when nothing fits), never raw
+        err = classify(exc, what=f"clipping {redact(source)}")
+        rec = getattr(err, "record", None) or failed_record(source, boundary, err, started=started)
         if output:
             rec = replace(rec, output=None)
         return ClipResult(record=rec, output=None)

@@ -18,7 +18,7 @@ from rasterio.warp import transform as warp_transform
 from shapely.geometry import MultiPolygon, Polygon, box
 from shapely.geometry.base import BaseGeometry
 
-from sceneclip.errors import EmptyGeometryError, MissingCRSError, NoOverlapError, ReprojectionError
+from sceneclip.errors import BoundaryError, EmptyGeometryError, MissingCRSError, NoOverlapError, ReprojectionError
 
 # Long edges are split so that no segment spans more than this share of the raster's extent before
 # reprojection: a straight edge in one CRS is a curve in another, and 1/256 keeps the chord error far
@@ -93,15 +93,29 @@ def repair(geometries: Iterable[BaseGeometry]) -> list[BaseGeometry]:
     rule, which silently drops or adds area. Repair first so the kept pixels follow the intended shape.
     """
     out: list[BaseGeometry] = []
-    for geom in geometries:
+    for n, geom in enumerate(geometries):
         if geom is None or geom.is_empty:
             continue
+        refuse_non_finite(geom, n)
         fixed = geom if geom.is_valid else shapely.make_valid(geom)
         parts = polygonal_parts(fixed)
         if not parts:
             continue
         out.append(parts[0] if len(parts) == 1 else MultiPolygon(parts))
     return out
+
+
+def refuse_non_finite(geom: BaseGeometry, index: int) -> None:
+    """A NaN or infinite coordinate makes GEOS fail deep inside ``make_valid``/``union`` with a bare
+    GEOSException; say which feature is broken instead (permanent: only a fixed boundary file helps)."""
+    coords = shapely.get_coordinates(geom)
+    bad = ~np.isfinite(coords).all(axis=1)
+    if bad.any():
+        first = coords[bad][0].tolist()
+        raise BoundaryError(
+            f"boundary feature {index} has {int(bad.sum())} non-finite coordinate(s) (first: {first}); "
+            "fix or drop that feature (NaN/Inf coordinates are not a geometry)"
+        )
 
 
 def dissolve(geometries: Sequence[BaseGeometry]) -> BaseGeometry | None:

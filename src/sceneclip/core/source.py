@@ -7,15 +7,15 @@ from typing import Any
 import rasterio
 from rasterio.errors import RasterioError
 
-from sceneclip.errors import RasterReadError, SceneclipError, SourceUnavailableError, looks_transient, redact
+from sceneclip.errors import MISSING, SceneclipError, classify
 
 
-def read_error(exc: Exception, name: str) -> SceneclipError:
-    """A GDAL/rasterio failure while reading ``name``, typed transient or permanent."""
-    msg, name = redact(str(exc)), redact(name)
-    if looks_transient(msg):
-        return SourceUnavailableError(f"reading {name} failed, may pass on retry: {msg}")
-    return RasterReadError(f"cannot read {name}: {msg}")
+def read_error(exc: BaseException, name: str) -> SceneclipError:
+    """A GDAL/rasterio failure while reading ``name``, typed by :func:`sceneclip.errors.classify`.
+
+    A 404 here means the object is gone (deleted after the event, or a wrong key); say so.
+    """
+    return classify(exc, what=f"reading {name}", hints={MISSING: "the object does not exist (deleted after the event?)"})
 
 
 def open_source(source: str, name: str | None = None) -> Any:

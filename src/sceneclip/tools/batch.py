@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sceneclip.core.files import file_sha256
-from sceneclip.errors import ConfigError, SceneclipError
+from sceneclip.errors import ConfigError, SceneclipError, classify
 from sceneclip.tools.batch_boundaries import CrsGroup, boundary_for_raster, load_job_boundary
 from sceneclip.tools.batch_jobs import BatchJob
 
@@ -91,7 +91,7 @@ def _run_task(task: _Task) -> dict[str, Any]:
         if record.ok and task.stac:
             item_path = _write_stac(job, record)
     except Exception as exc:  # noqa: BLE001 - a batch reports every failure and carries on
-        record = failed_record(job.source, boundary, exc, started=started)
+        record = failed_record(job.source, boundary, classify(exc, what=f"clipping {job.source}"), started=started)
     return _report_line(record, task, boundary, cache, item_path)
 
 

@@ -21,19 +21,16 @@ import shapely
 from shapely.geometry.base import BaseGeometry
 
 from sceneclip.aws.store import (
-    DENIED_S3_CODES,
     FORMAT,
     INDEX_NAME,
     REGIONS_DIR,
     StoreLocation,
     aws_errors,
-    is_transient_aws,
     store_version,
 )
-from sceneclip.aws.s3 import aws_error_code
 from sceneclip.core.geometry import dissolve, polygonal_parts, repair
 from sceneclip.core.naming import find_slug_collisions, slug
-from sceneclip.errors import BoundaryError, ConfigError, EmptyGeometryError, MissingCRSError, SceneclipError, UploadError
+from sceneclip.errors import DENIED, BoundaryError, ConfigError, EmptyGeometryError, MissingCRSError, SceneclipError, UploadError, classify
 
 
 # --- results and compiled regions -----------------------------------------------------------------------------
@@ -177,15 +174,9 @@ def make_index(
 
 
 def write_error(exc: BaseException, location: StoreLocation, name: str) -> SceneclipError:
-    """A failed store write, typed: transient S3 faults may pass, everything else is permanent configuration."""
-    what = location.describe(name)
-    if isinstance(exc, OSError):
-        return ConfigError(f"cannot write {what}: {exc.strerror or exc}")
-    if is_transient_aws(exc):
-        return UploadError(f"writing {what} failed: {aws_error_code(exc)} (may pass; run the build again)")
-    if aws_error_code(exc) in DENIED_S3_CODES:
-        return ConfigError(f"access denied writing {what}; allow s3:PutObject on {location.uri}")
-    return ConfigError(f"cannot write {what}: {aws_error_code(exc)}: {exc}")
+    """A failed write, typed by :func:`sceneclip.errors.classify` (a fault on the way: run the build again)."""
+    return classify(exc, what=f"writing {location.describe(name)}", transient=UploadError, permanent=ConfigError,
+                    hints={DENIED: f"allow s3:PutObject on {location.uri}"})
 
 
 def build_store(
