@@ -77,9 +77,6 @@ def gdal_source(s3: Any, obj: SceneObject) -> tuple[str, dict[str, str]]:
     return f"/vsicurl/{url}", {"CPL_VSIL_CURL_USE_HEAD": "NO"}
 
 
-PART_SIZE = MULTIPART_CHUNKSIZE
-
-
 @dataclass(frozen=True)
 class Uploaded:
     """What S3 said about the object *we* wrote: taken from the PUT/Complete response, never a later HEAD
@@ -90,9 +87,12 @@ class Uploaded:
 
 
 def upload(s3: Any, fileobj: Any, bucket: str, key: str, *, content_type: str, metadata: dict[str, str],
-           threshold: int = MULTIPART_THRESHOLD, part_size: int = PART_SIZE) -> Uploaded:
-    """Write ``fileobj`` to ``s3://bucket/key``: PutObject below ``threshold``, else a multipart upload that is
-    aborted on any failure (so no partial object is ever visible). Returns the response's ETag and VersionId."""
+           threshold: int | None = None, part_size: int | None = None) -> Uploaded:
+    """Write ``fileobj`` to ``s3://bucket/key``: PutObject below ``threshold`` (default ``MULTIPART_THRESHOLD``),
+    else a multipart upload in ``part_size`` parts (``MULTIPART_CHUNKSIZE``) that is aborted on any failure (so
+    no partial object is ever visible). Returns the response's ETag and VersionId."""
+    threshold = MULTIPART_THRESHOLD if threshold is None else threshold
+    part_size = MULTIPART_CHUNKSIZE if part_size is None else part_size
     meta = {k: _ascii(v) for k, v in metadata.items() if v is not None}
     args = {"Bucket": bucket, "Key": key, "ContentType": content_type, "Metadata": meta}
     try:
