@@ -264,7 +264,7 @@ def test_backfill_and_worker_drain(stack, concurrency):
         region = GOOD_REGIONS[i % 3]
         rec = recs[(f"s3://{bucket}/{key}", region)]
         assert rec["status"] == "ok" and rec["config_hash"] and rec["source_etag"]
-        out_key = f"clipped/{region}/{key[:-4]}.tif"
+        out_key = f"clipped/{region}/{bucket}/{key}"  # default layout: keys here are already slugs
         assert [v["Key"] for v in versions].count(out_key) == 1, out_key
     for key, error_type in stack["bad"].items():
         got = [r for (scene, _), r in recs.items() if scene == f"s3://{bucket}/{key}"]

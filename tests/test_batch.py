@@ -273,7 +273,7 @@ def test_manifests_csv_and_jsonl(tmp_path):
 
 def test_safe_region_names():
     assert safe_name("United States of America") == "United_States_of_America"
-    assert safe_name("Côte d'Ivoire") == "Côte_d_Ivoire"
+    assert safe_name("Côte d'Ivoire") == "C_te_d_Ivoire"  # nothing that needs URL encoding
     assert safe_name("../..") == "region" and safe_name("a/b") == "a_b"
 
 
@@ -332,3 +332,25 @@ def test_multi_feature_region_hash_is_the_same_in_batch_clip_and_store(tmp_path)
     from_store = BoundaryStore.load(str(tmp_path / "store")).boundary("r")
     assert len(from_batch.geometries) == len(from_file.geometries) == 1
     assert from_batch.content_hash == from_file.content_hash == from_store.content_hash
+
+
+@pytest.mark.realdata
+def test_output_key_template_for_batch(tmp_path):
+    """--output-key lays batch outputs out by the same template as SCENECLIP_OUTPUT_KEY; bad templates fail early."""
+    import time
+
+    scene = tmp_path / "iguazu scene.tif"
+    scene.write_bytes((REAL_DATA / "landsat8_iguazu_b2_utm21n.tif").read_bytes())
+    date = time.strftime("%Y-%m-%d", time.gmtime(scene.stat().st_mtime))
+    jobs = jobs_from_sources(str(scene), real(NE), "name", str(tmp_path / "out"), output_key="{region_slug}/{date}/{key_slug}")
+    assert len(jobs) == 3
+    for job in jobs:
+        rel = os.path.relpath(job.output, tmp_path / "out")
+        assert rel.startswith(f"{safe_name(job.region)}/{date}/iguazu_scene-h") and rel.endswith(".tif"), rel
+        assert " " not in rel
+    default = jobs_from_sources(str(scene), real(NE), "name", str(tmp_path / "out"))
+    assert all(" " not in os.path.relpath(j.output, tmp_path) for j in default)
+    with pytest.raises(ConfigError, match=r"--output-key.*\{bucket\}"):
+        jobs_from_sources(str(scene), real(NE), "name", str(tmp_path / "out"), output_key="{bucket}/{key_slug}")
+    with pytest.raises(ConfigError, match=r"unknown placeholder.*\{regio\}"):
+        jobs_from_sources(str(scene), real(NE), "name", str(tmp_path / "out"), output_key="{regio}/{key}")

@@ -64,7 +64,7 @@ def test_s3_put() -> None:
     (ref,) = refs_of(load("s3-put.json"))
     assert ref == SceneRef(
         bucket=BUCKET, key=KEY, version_id=VERSION, etag=ETAG, size=62914560,
-        event_time="2026-11-20T14:03:07.512Z", origin="s3",
+        event_time="2026-11-20T14:03:07.512Z", origin="s3", sequencer="0065A1B2C3D4E5F601",
     )
     assert ref.uri == f"s3://{BUCKET}/{KEY}"
     assert ref.vsi_path == f"/vsis3/{BUCKET}/{KEY}"
@@ -101,7 +101,7 @@ def test_eventbridge_object_created() -> None:
     (ref,) = refs_of(load("eventbridge-object-created.json"))
     assert ref == SceneRef(
         bucket=BUCKET, key=KEY, version_id=VERSION, etag=ETAG, size=62914560,
-        event_time="2026-11-20T14:03:07Z", origin="eventbridge",
+        event_time="2026-11-20T14:03:07Z", origin="eventbridge", sequencer="0065A1B2C3D4E5F601",
     )
 
 

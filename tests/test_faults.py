@@ -121,7 +121,7 @@ def test_slowdown_burst_passes_on_in_call_retries(stack):
     assert deliver(stack) == {"batchItemFailures": []}
     assert stack["proxy"].count("GET", SCENE_KEY, faulted=True) == 2  # the burst really happened
     rec = records(stack)[REGION]
-    assert rec["status"] == "ok" and outputs(stack) == [f"clipped/{REGION}/{SCENE_KEY}"]
+    assert rec["status"] == "ok" and outputs(stack) == [f"clipped/{REGION}/{stack['names']['InputBucket']}/{SCENE_KEY}"]
     assert idempotency_items(stack) == ["COMPLETED"]
     assert backfill_decision(stack) == ("skip", "done")
 
@@ -152,7 +152,7 @@ def test_persistent_read_fault_is_transient_then_redelivery_clips(stack, fault):
           f"{source_gets(stack) - before} source GETs in the redelivery")
     rec = records(stack)[REGION]
     assert rec["status"] == "ok" and rec.get("error_type") is None
-    assert outputs(stack) == [f"clipped/{REGION}/{SCENE_KEY}"] and idempotency_items(stack) == ["COMPLETED"]
+    assert outputs(stack) == [f"clipped/{REGION}/{stack['names']['InputBucket']}/{SCENE_KEY}"] and idempotency_items(stack) == ["COMPLETED"]
     assert backfill_decision(stack) == ("skip", "done")
 
 
@@ -190,7 +190,7 @@ def test_multipart_upload_fault_is_transient_and_leaves_no_object(stack, monkeyp
     assert backfill_decision(stack) == ("enqueue", "retry")
     stack["proxy"].clear()
     assert deliver(stack, attempt=2) == {"batchItemFailures": []}
-    assert outputs(stack) == [f"clipped/{REGION}/{SCENE_KEY}"]
+    assert outputs(stack) == [f"clipped/{REGION}/{stack['names']['InputBucket']}/{SCENE_KEY}"]
 
 
 # --- issue point 3: a success supersedes the scene-level failure ----------------------------------------------

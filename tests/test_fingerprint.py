@@ -8,6 +8,7 @@ import dataclasses
 import pytest
 
 from sceneclip.aws.config import Settings
+from sceneclip.core.naming import DEFAULT_TEMPLATE
 from sceneclip.core.plan import ClipOptions
 from sceneclip.errors import ConfigError
 from sceneclip.tools.batch import options_hash
@@ -36,7 +37,10 @@ def test_lambda_config_hash_follows_the_options_and_the_output_location():
     assert Settings.from_env({**ENV, "SCENECLIP_ALL_TOUCHED": "true"}).config_hash != base.config_hash
     assert Settings.from_env({**ENV, "SCENECLIP_OUTPUT_PREFIX": "other/"}).config_hash != base.config_hash
     assert Settings.from_env({**ENV, "SCENECLIP_MEMORY_LIMIT_MB": "64"}).config_hash == base.config_hash
-    assert base.config_hash == base.clip_options().fingerprint(output="s3://out/clipped/")
+    # The output location includes the output key template (and the {collection} it may name).
+    assert base.config_hash == base.clip_options().fingerprint(output="s3://out/clipped/",
+                                                               output_key=DEFAULT_TEMPLATE, collection=None)
+    assert Settings.from_env({**ENV, "SCENECLIP_OUTPUT_KEY": "{prefix}{key_slug}"}).config_hash != base.config_hash
 
 
 def test_invert_means_no_crop_everywhere_and_pad_with_invert_is_refused():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import uuid
 from pathlib import Path
 
@@ -55,6 +56,11 @@ def stack(moto_endpoint, monkeypatch, tmp_path):
     handler._WARM_START_CACHE.clear()
 
 
+def out_key(stack, region, key=SCENE_KEY, prefix="clipped/"):
+    """The default layout, written out: {prefix}{region_slug}/{source bucket}/{key_slug} (safe keys stay as they are)."""
+    return f"{prefix}{region}/{stack['names']['InputBucket']}/{key}"
+
+
 def upload_scene(stack, key=SCENE_KEY, path=None):
     s3 = stack["s3"]
     s3.upload_file(path or real("landsat_rmnp_rgb_wgs84.tif"), stack["names"]["InputBucket"], key)
@@ -89,9 +95,9 @@ def test_s3_put_spatial_lookup_multi_region(stack):
     got = sorted(r["region"] for r in resp["results"])
     assert got == COUNTIES and all(r["status"] == "ok" for r in resp["results"])
     keys = sorted(o["Key"] for o in outputs(stack))
-    assert keys == [f"clipped/{c}/scenes/rmnp/rmnp-rgb.tif" for c in COUNTIES]
+    assert keys == [out_key(stack, c) for c in COUNTIES]
     s3 = stack["s3"]
-    head = s3.head_object(Bucket=stack["names"]["OutputBucket"], Key="clipped/Larimer/scenes/rmnp/rmnp-rgb.tif")
+    head = s3.head_object(Bucket=stack["names"]["OutputBucket"], Key=out_key(stack, "Larimer"))
     assert head["ContentType"] == "image/tiff; application=geotiff; profile=cloud-optimized"
     meta = head["Metadata"]
     assert meta["source-bucket"] == stack["names"]["InputBucket"] and meta["source-key"] == SCENE_KEY
@@ -102,16 +108,16 @@ def test_s3_put_spatial_lookup_multi_region(stack):
     larimer = recs["Larimer"]
     assert larimer["status"] == "ok" and larimer["source"] == f"s3://{stack['names']['InputBucket']}/{SCENE_KEY}"
     assert larimer["source_etag"] == etag and larimer["source_version"] == version
-    assert larimer["output"].endswith("clipped/Larimer/scenes/rmnp/rmnp-rgb.tif") and larimer["output_etag"]
+    assert larimer["output"].endswith(out_key(stack, "Larimer")) and larimer["output_etag"]
     assert 0 < larimer["bytes_fetched"] and larimer["requests"] > 0 and larimer["peak_memory_mb"] > 0
     assert larimer["size_bytes"] == head["ContentLength"]
     # The COG in the bucket is the verified one: same sha256, and GDAL reads it back over /vsis3/.
     import hashlib
 
-    body = s3.get_object(Bucket=stack["names"]["OutputBucket"], Key="clipped/Larimer/scenes/rmnp/rmnp-rgb.tif")["Body"].read()
+    body = s3.get_object(Bucket=stack["names"]["OutputBucket"], Key=out_key(stack, "Larimer"))["Body"].read()
     assert hashlib.sha256(body).hexdigest() == larimer["sha256"]
     # STAC Item next to the COG.
-    item = json.loads(s3.get_object(Bucket=stack["names"]["OutputBucket"], Key="clipped/Larimer/scenes/rmnp/rmnp-rgb.stac.json")["Body"].read())
+    item = json.loads(s3.get_object(Bucket=stack["names"]["OutputBucket"], Key=out_key(stack, "Larimer")[: -len(".tif")] + ".stac.json")["Body"].read())
     assert item["type"] == "Feature" and item["assets"]
 
 
@@ -146,7 +152,10 @@ def test_encoded_key_is_decoded(stack):
     event["Records"][0]["s3"]["object"]["versionId"] = version
     resp = invoke(event)
     assert all(r["status"] == "ok" for r in resp["results"]), resp
-    assert any(o["Key"] == "clipped/Larimer/scenes/rmnp/LC08 rmnp+rgb(1).tif" for o in outputs(stack))
+    # The key needs URL encoding, so its slug is hashed: no space, '+' or '(' reaches the output key.
+    got = [o["Key"] for o in outputs(stack) if o["Key"].startswith(out_key(stack, "Larimer", ""))]
+    assert len(got) == 1 and re.fullmatch(r"[A-Za-z0-9._/-]+", got[0]), got
+    assert re.fullmatch(re.escape(out_key(stack, "Larimer", "scenes/rmnp/LC08_rmnp_rgb_1_-h")) + r"[0-9a-f]{10}\.tif", got[0])
 
 
 def test_test_event_is_acknowledged(stack):
@@ -165,7 +174,7 @@ def test_key_pattern_lookup_and_unknown_region(stack, monkeypatch):
     bad = invoke({"bucket": stack["names"]["InputBucket"], "key": "scenes/Atlantis/a.tif"})
     assert bad["results"][0]["status"] == "failed" and bad["results"][0]["error_type"] == "UnknownRegionError"
     assert "Atlantis" in bad["results"][0]["error"]
-    assert [o["Key"] for o in outputs(stack)] == ["clipped/Boulder/scenes/Boulder/a.tif"]
+    assert [o["Key"] for o in outputs(stack)] == [out_key(stack, "Boulder", "scenes/Boulder/a.tif")]
 
 
 def test_duplicate_delivery_produces_output_once(stack):
@@ -195,7 +204,7 @@ def test_reupload_same_key_is_processed_again_in_warm_container(stack, tmp_path)
     rec = stack["ddb"].Table(stack["names"]["RecordsTable"]).get_item(
         Key={"scene": f"s3://{stack['names']['InputBucket']}/{SCENE_KEY}", "region": "Larimer"})["Item"]
     assert rec["source_etag"] == etag2
-    body = stack["s3"].get_object(Bucket=stack["names"]["OutputBucket"], Key="clipped/Larimer/scenes/rmnp/rmnp-rgb.tif")["Body"].read()
+    body = stack["s3"].get_object(Bucket=stack["names"]["OutputBucket"], Key=out_key(stack, "Larimer"))["Body"].read()
     out = tmp_path / "out.tif"
     out.write_bytes(body)
     with rasterio.open(out) as o, rasterio.open(changed) as c:
@@ -219,7 +228,7 @@ def test_reupload_without_version_id_reads_fresh_bytes(stack, tmp_path):
         dst.write((255 - data).astype(data.dtype))
     upload_scene(stack, path=str(changed))
     invoke({"bucket": bucket, "key": SCENE_KEY, "region": "Boulder", "force": True})
-    body = s3.get_object(Bucket=stack["names"]["OutputBucket"], Key="clipped/Boulder/scenes/rmnp/rmnp-rgb.tif")["Body"].read()
+    body = s3.get_object(Bucket=stack["names"]["OutputBucket"], Key=out_key(stack, "Boulder"))["Body"].read()
     out = tmp_path / "o.tif"
     out.write_bytes(body)
     with rasterio.open(out) as o, rasterio.open(changed) as c:
@@ -232,8 +241,8 @@ def test_event_under_output_location_is_refused(stack, monkeypatch):
     # Same bucket for input and output: the output prefix must still never be clipped.
     monkeypatch.setenv("SCENECLIP_OUTPUT_BUCKET", stack["names"]["InputBucket"])
     handler._WARM_START_CACHE.clear()
-    upload_scene(stack, key="clipped/Larimer/scenes/rmnp/rmnp-rgb.tif")
-    resp = invoke({"bucket": stack["names"]["InputBucket"], "key": "clipped/Larimer/scenes/rmnp/rmnp-rgb.tif"})
+    upload_scene(stack, key=out_key(stack, "Larimer"))
+    resp = invoke({"bucket": stack["names"]["InputBucket"], "key": out_key(stack, "Larimer")})
     assert resp["results"][0]["status"] == "failed"
     assert resp["results"][0]["error_type"] == "RecursionRefusedError"
     objs = stack["s3"].list_objects_v2(Bucket=stack["names"]["InputBucket"], Prefix="clipped/")["Contents"]
@@ -372,7 +381,7 @@ def test_failed_upload_leaves_no_object_and_retries(stack):
     app = handler.get_app()
 
     def refuse_put(params, **_):
-        if params.get("Key", "").endswith("Jackson/scenes/rmnp/rmnp-rgb.tif"):
+        if params.get("Key", "") == out_key(stack, "Jackson"):
             raise ClientError({"Error": {"Code": "InternalError", "Message": "We encountered an internal error."},
                                "ResponseMetadata": {"HTTPStatusCode": 500}}, "PutObject")
 
@@ -386,14 +395,14 @@ def test_failed_upload_leaves_no_object_and_retries(stack):
     msg = message("m1", "Jackson")
     resp = invoke({"Records": [msg, message("m2", "Grand")]})
     assert resp == {"batchItemFailures": [{"itemIdentifier": "m1"}]}
-    assert [o["Key"] for o in outputs(stack)] == ["clipped/Grand/scenes/rmnp/rmnp-rgb.tif"]  # no Jackson object
-    assert [o["Key"] for o in outputs(stack, ".json")] == ["clipped/Grand/scenes/rmnp/rmnp-rgb.stac.json"]
+    assert [o["Key"] for o in outputs(stack)] == [out_key(stack, "Grand")]  # no Jackson object
+    assert [o["Key"] for o in outputs(stack, ".json")] == [out_key(stack, "Grand")[: -len(".tif")] + ".stac.json"]
     rec = {r["region"]: r for r in records(stack)}["Jackson"]
     assert rec["status"] == "failed" and rec["error_type"] == "UploadError" and "InternalError" in rec["error"]
     # The retry (S3 healthy again) succeeds: idempotency released the in-progress lock on the failure.
     app.s3.meta.events.unregister("provide-client-params.s3.PutObject", refuse_put)
     assert invoke({"Records": [msg]}) == {"batchItemFailures": []}
-    assert "clipped/Jackson/scenes/rmnp/rmnp-rgb.tif" in [o["Key"] for o in outputs(stack)]
+    assert out_key(stack, "Jackson") in [o["Key"] for o in outputs(stack)]
     assert {r["region"]: r for r in records(stack)}["Jackson"]["status"] == "ok"
 
 

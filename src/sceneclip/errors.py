@@ -132,6 +132,11 @@ class DeadlineExceeded(TransientError):
         self.regions_not_reached = tuple(regions_not_reached)
 
 
+class OutputBusyError(TransientError):
+    """Another clip is writing the same output right now (its lease on the record row has not expired):
+    retried, so the two writes happen one after the other and the record always names the object."""
+
+
 class UnexpectedError(TransientError):
     """A bug or an unforeseen fault: recorded, then retried (bounded by the queue's redrive count)."""
 

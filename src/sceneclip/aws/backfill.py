@@ -6,7 +6,8 @@ the SQS handler already accepts) → ``send_message_batch`` in tens, re-sending 
 
 What counts as *done* for one listed object (ETag ``E``) under the function's configuration (``config_hash`` H):
 the records the table holds for the scene with ``source_etag == E`` and ``config_hash == H`` (with ``--region R``
-only the record of region R) are the *matching* records.
+only the record of region R) are the *matching* records; an ``ok`` record matches only when it was clipped from
+the boundary store's current version (a rebuilt store with a redrawn region is work to do).
 
 * no matching record → **enqueue** (``new``; ``changed`` when the scene has records, but only for another
   ETag or configuration: a re-upload or a new configuration is work to do);
@@ -135,26 +136,43 @@ def current_records(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, A
 
 
 def decide(records: Iterable[Mapping[str, Any]], etag: str, config_hash: str, *, region: str | None = None,
-           force: bool = False) -> tuple[str, str]:
+           force: bool = False, boundary_version: str | None = None) -> tuple[str, str]:
     """``("enqueue" | "skip", reason)`` for one listed object, from the records the table holds for its scene.
 
     Reasons: ``force``, ``new`` (no record of the scene), ``changed`` (records only for another ETag or
     configuration), ``retry`` (a matching failure was transient), ``done`` (every matching record is ``ok``),
     ``failed-permanently`` (matching records include a permanent failure, none a transient one). Superseded
-    scene-level failures (:func:`current_records`) are not counted.
+    scene-level failures (:func:`current_records`) are not counted. With ``boundary_version`` (the boundary
+    store's current version), an ``ok`` record made from another version of the store does not match: a
+    rebuilt store (a region redrawn) is work to do.
     """
     if force:
         return "enqueue", "force"
     records = current_records(records)
     if region is not None:
         records = [r for r in records if r.get("region") == region]
-    matching = [r for r in records if r.get("source_etag") == etag and r.get("config_hash") == config_hash]
+    matching = [r for r in records if r.get("source_etag") == etag and r.get("config_hash") == config_hash
+                and _same_store(r, boundary_version)]
     if not matching:
         return "enqueue", "changed" if records else "new"
     failed = [r for r in matching if r.get("status") != "ok"]
     if any(failure_is_transient(r) for r in failed):
         return "enqueue", "retry"
     return "skip", "failed-permanently" if failed else "done"
+
+
+def _same_store(record: Mapping[str, Any], boundary_version: str | None) -> bool:
+    """An ``ok`` record counts only if clipped from the store's current version; failures carry no version."""
+    if boundary_version is None or record.get("status") != "ok":
+        return True
+    return record.get("boundary_version") == boundary_version
+
+
+def _store_version(settings: Any, s3: Any) -> str:
+    """The boundary store's current version (what ``ok`` records must have been clipped from to be done)."""
+    from sceneclip.aws.store import get_store
+
+    return str(get_store(settings.boundaries, s3_client=s3).version)
 
 
 def message_for(obj: ListedObject, *, region: str | None, force: bool) -> dict[str, Any]:
@@ -301,6 +319,7 @@ def run_backfill(
     s3 = s3 or boto3.client("s3")
     sqs = sqs or boto3.client("sqs")
     config_hash = settings.config_hash if settings is not None else ""
+    store_version = _store_version(settings, s3) if settings is not None and not force else None
     lowered = tuple(s.lower() for s in suffixes if s)
     summary = BackfillSummary(source=source, queue_url=queue_url, dry_run=dry_run)
     reasons: Counter[str] = Counter()
@@ -328,7 +347,8 @@ def run_backfill(
                 summary.ignored += 1
             else:
                 action, reason = decide(records.for_scene(obj.uri) if records is not None and not force else (),
-                                        obj.etag, config_hash, region=region, force=force)
+                                        obj.etag, config_hash, region=region, force=force,
+                                        boundary_version=store_version)
                 reasons[reason] += 1
                 if action == "skip":
                     summary.skipped += 1

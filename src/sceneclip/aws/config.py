@@ -15,6 +15,7 @@ from sceneclip.core.gdalenv import DEFAULT_ALLOWED_DRIVERS, INDIRECTION_DRIVERS
 from sceneclip.core.limits import SourceLimits
 from sceneclip.core.plan import DEFAULT_MEMORY_LIMIT_MB, MIB, ClipOptions
 from sceneclip.core.cog import COG_PROFILES, RESAMPLING_CHOICES
+from sceneclip.core.naming import OutputTemplate
 from sceneclip.errors import ConfigError, InvalidOptionsError
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -92,6 +93,16 @@ def _presign_expiry(env: Mapping[str, str]) -> int:
     return value
 
 
+def _output_template(env: Mapping[str, str]) -> OutputTemplate:
+    """SCENECLIP_OUTPUT_KEY, which must start with {prefix}: the function may write only under the prefix,
+    and only keys under it are recognised as outputs (never clipped again)."""
+    template = OutputTemplate.parse(env.get("SCENECLIP_OUTPUT_KEY"))
+    if not template.text.startswith("{prefix}"):
+        raise ConfigError(f"SCENECLIP_OUTPUT_KEY={template.text!r} must start with {{prefix}} "
+                          "(outputs stay under SCENECLIP_OUTPUT_PREFIX)")
+    return template
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the pipeline needs to know, validated."""
@@ -119,6 +130,8 @@ class Settings:
     chunk_bytes: int = 64 * MIB
     max_event_records: int = DEFAULT_MAX_EVENT_RECORDS
     presign_expires_s: int = DEFAULT_PRESIGN_EXPIRES_S
+    output_template: OutputTemplate = OutputTemplate.parse(None)
+    stac_collection: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -186,6 +199,8 @@ class Settings:
             chunk_bytes=_int(env, "SCENECLIP_MAX_CHUNK_BYTES", 64 * MIB) or 64 * MIB,
             max_event_records=_int(env, "SCENECLIP_MAX_EVENT_RECORDS", DEFAULT_MAX_EVENT_RECORDS),
             presign_expires_s=_presign_expiry(env),
+            output_template=_output_template(env),
+            stac_collection=(env.get("SCENECLIP_STAC_COLLECTION") or "").strip() or None,
         )
         try:  # options that cannot be combined fail here, at cold start, not on the first scene
             settings.clip_options()
@@ -218,4 +233,5 @@ class Settings:
     @property
     def config_hash(self) -> str:
         """Identity of everything that changes the output bytes or location (idempotency key, backfill skip rule)."""
-        return self.clip_options().fingerprint(output=f"s3://{self.output_bucket}/{self.output_prefix}")
+        return self.clip_options().fingerprint(output=f"s3://{self.output_bucket}/{self.output_prefix}",
+                                               output_key=self.output_template.text, collection=self.stac_collection)

@@ -77,6 +77,10 @@ class SceneRef:
     key_as_delivered:
         The key exactly as the event carried it, when it differs from ``key`` and AWS does not document
         the encoding (EventBridge): if the decoded key does not exist, the pipeline tries this one.
+    sequencer:
+        S3's ``sequencer`` for the event (hex; a greater value is a later write to the same key), when the
+        event carries one. The pipeline orders versions of a key by it so an older delivery never overwrites
+        a newer version's output or record.
     """
 
     bucket: str
@@ -89,6 +93,7 @@ class SceneRef:
     region: str | None = None
     force: bool = False
     key_as_delivered: str | None = None
+    sequencer: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.bucket, str) or not self.bucket:
@@ -263,6 +268,7 @@ def _parse_s3_record(record: Mapping[str, Any], index: int, *, origin: Origin) -
         size=_optional_int(obj.get("size")),
         event_time=_optional_string(record.get("eventTime")),
         origin=origin,
+        sequencer=_optional_string(obj.get("sequencer")),
     )
 
 
@@ -297,6 +303,7 @@ def _parse_eventbridge(event: Mapping[str, Any]) -> list[SceneRef]:
             size=_optional_int(obj.get("size")),
             event_time=_optional_string(event.get("time")),
             origin="eventbridge",
+            sequencer=_optional_string(obj.get("sequencer")),
         )
     ]
 

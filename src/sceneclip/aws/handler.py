@@ -24,7 +24,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from sceneclip.core import netstats
 from sceneclip.core.gdalenv import skip_indirection_drivers
-from sceneclip.errors import SceneclipError
+from sceneclip.errors import OutputBusyError, SceneclipError
 from sceneclip.aws.events import InvalidEventError, SceneRef, is_sqs_event, parse_event, parse_sqs_body
 from sceneclip.aws.deadline import deadline_from_context, margin_from_env
 
@@ -126,7 +126,7 @@ def _idempotency(settings: Any, ddb: Any) -> tuple[Any, Any]:
 
     persistence = DynamoDBPersistenceLayer(table_name=settings.idempotency_table, boto3_client=ddb)
     config = IdempotencyConfig(
-        event_key_jmespath="[bucket, key, version_id, etag, region, config_hash]",
+        event_key_jmespath="[bucket, key, version_id, etag, region, config_hash, boundary_version]",
         raise_on_no_idempotency_key=True,
         expires_after_seconds=settings.idempotency_ttl_s,
     )
@@ -136,7 +136,7 @@ def _idempotency(settings: Any, ddb: Any) -> tuple[Any, Any]:
                              output_serializer=record_serializer())
         def clip_job(job: ClipJob) -> VerificationRecord:
             record = clip_region(job)
-            if not record.ok:  # clip_region raises its failures; a failed record must never be cached
+            if not record.ok and record.status != "superseded":  # failures raise; never cached (superseded is final)
                 raise RuntimeError(f"clip_region returned a {record.status} record for {job.scene}")
             return record
 
@@ -170,6 +170,8 @@ def _emit_metrics(records: list[Any]) -> None:
                 metrics.add_metric(name="BytesFetched", unit=MetricUnit.Bytes, value=rec.bytes_fetched)
             if rec.size_bytes is not None:
                 metrics.add_metric(name="OutputBytes", unit=MetricUnit.Bytes, value=rec.size_bytes)
+        elif rec.status == "superseded":  # an older source version: reported, not published, not a failure
+            metrics.add_metric(name="ClipSuperseded", unit=MetricUnit.Count, value=1)
         else:
             metrics.add_metric(name="ClipFailures", unit=MetricUnit.Count, value=1)
             _failure_by_type(rec.error_type or "Unknown")
@@ -226,8 +228,17 @@ def record_handler(record: SQSRecord, lambda_context: Any = None) -> list[dict[s
     if not refs:
         _count_ignored()
     out: list[dict[str, Any]] = []
-    for ref in refs:
-        out += process_ref(ref, attempt=receive_count(record), context=lambda_context)
+    from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
+
+    try:
+        for ref in refs:
+            out += process_ref(ref, attempt=receive_count(record), context=lambda_context)
+    except (IdempotencyAlreadyInProgressError, OutputBusyError) as exc:  # the same output is being written now
+        from sceneclip.aws.inflight import defer, deferral_visibility_s
+
+        metrics.add_metric(name="ClipInProgressDeferred", unit=MetricUnit.Count, value=1)
+        raise defer(record.message_id, record.receipt_handle, record.event_source_arn,
+                    visibility_s=deferral_visibility_s()) from exc
     return out
 
 

@@ -14,7 +14,6 @@ caller (:meth:`ScenePipeline.run_job`) turns the raised error into the failed re
 from __future__ import annotations
 
 import logging
-import os
 import resource
 import time
 from collections.abc import Callable
@@ -23,12 +22,12 @@ from typing import Any
 
 import rasterio
 
-from sceneclip import __version__
 from sceneclip.core import netstats
 from sceneclip.core.clip import clip_to_cog
 from sceneclip.core.deadline import Deadline, gdal_http_options, per_call_timeout_s
 from sceneclip.aws.config import Settings
 from sceneclip.errors import (
+    OutputBusyError,
     CONTENT,
     AmbiguousKeyError,
     DeadlineExceeded,
@@ -48,17 +47,10 @@ from sceneclip.core.geometry import raster_footprint
 from sceneclip.core.records import BoundaryRef, VerificationRecord, failed_record
 from sceneclip.aws.completion import CompletionPublisher
 from sceneclip.aws.records_table import NO_REGION, RecordStore
-from sceneclip.aws.s3 import (
-    COG_CONTENT_TYPE,
-    TIFF_MAGIC,
-    SceneObject,
-    first_bytes,
-    gdal_source,
-    head_scene,
-    put_json,
-    refuse_unsafe_key,
-    upload,
-)
+from sceneclip.aws.publish import Destination, Publisher, superseded_record
+from sceneclip.aws.records_table import SourceOrder
+from sceneclip.aws.s3 import TIFF_MAGIC, SceneObject, first_bytes, gdal_source, head_scene, refuse_unsafe_key
+from sceneclip.core.naming import NameFields
 
 log = logging.getLogger("sceneclip.aws.pipeline")
 
@@ -74,17 +66,33 @@ class ClipJob:
     size: int
     region: str
     config_hash: str
+    # The boundary store's version: part of the idempotency key, so a rebuilt store re-clips.
+    boundary_version: str = ""
+    last_modified: str | None = None  # the version's LastModified (orders versions without a sequencer)
+    sequencer: str | None = None  # the S3 event's sequencer, when it had one
 
     @property
     def scene(self) -> str:
         return f"s3://{self.bucket}/{self.key}"
 
+    @property
+    def order(self) -> SourceOrder:
+        return SourceOrder.of(self.last_modified, self.sequencer)
 
-def output_key(settings: Settings, region: str, source_key: str) -> str:
-    """``{prefix}{region}/{source key without extension}.tif`` — deterministic, so a retry overwrites."""
-    stem, _ = os.path.splitext(source_key)
-    safe_region = region.replace("/", "_").strip() or "_"
-    return f"{settings.output_prefix}{safe_region}/{stem}.tif"
+
+def output_key(settings: Settings, job: ClipJob) -> str:
+    """The COG's key from ``SCENECLIP_OUTPUT_KEY`` (:mod:`sceneclip.core.naming`): deterministic, so a retry
+    overwrites its own output and nothing else."""
+    fields = NameFields(prefix=settings.output_prefix, region=job.region, bucket=job.bucket, key=job.key,
+                        date=(job.last_modified or "")[:10] or None, collection=settings.stac_collection)
+    return settings.output_template.render(fields)
+
+
+def _in_progress(exc: BaseException) -> bool:
+    """Another invocation is making this very output: our claim found its lease, or Powertools found its
+    in-progress idempotency record. Matched by name so the handler-less paths need not import Powertools'
+    idempotency package (~120 ms)."""
+    return isinstance(exc, OutputBusyError) or type(exc).__name__ == "IdempotencyAlreadyInProgressError"
 
 
 def _overlaps(boundary: Any, ds: Any) -> bool:
@@ -178,6 +186,7 @@ class ScenePipeline:
         self.s3 = s3
         self.records = records
         self.store_loader = store_loader
+        self.publisher = Publisher(s3, records, write_stac=settings.write_stac)
         self._clip_once: ClipRunner = idempotent(self.clip_region) if idempotent else self.clip_region
         self._s3_for = s3_for or (lambda _deadline: s3)
         # Per scene (reset by process): the store as checked once, the deadline, its S3 client, regions after this one.
@@ -190,6 +199,10 @@ class ScenePipeline:
     def _write(self, record: VerificationRecord) -> None:
         """Write the record, then announce it (completion hook: a failed publish is logged, never raised)."""
         self.records.put(record)
+        self._announce(record)
+
+    def _announce(self, record: VerificationRecord) -> None:
+        """Completion event for a record just written (none configured: nothing)."""
         if self.completion is not None:
             self.completion.publish(record)
 
@@ -229,8 +242,10 @@ class ScenePipeline:
             return [self._scene_failure(ref, obj, exc, started, attempt)]
         out: list[VerificationRecord] = []
         superseded = False
+        version = str(getattr(self._store(), "version", "") or "")
         for i, region in enumerate(regions):
-            job = ClipJob(obj.bucket, obj.key, obj.version_id, obj.etag, obj.size, region, self.settings.config_hash)
+            job = ClipJob(obj.bucket, obj.key, obj.version_id, obj.etag, obj.size, region, self.settings.config_hash,
+                          boundary_version=version, last_modified=obj.last_modified, sequencer=ref.sequencer)
             self._regions_after = tuple(regions[i + 1:])
             try:
                 self._check_deadline(f"before region {region} of {obj.uri}", tuple(regions[i:]))
@@ -397,13 +412,21 @@ class ScenePipeline:
         return regions
 
     # --- region level -----------------------------------------------------------------------------------
+    def _reported(self, record: VerificationRecord) -> VerificationRecord:
+        if record.status == "superseded":
+            log.info("older source version not published", extra={"scene": record.source, "region": record.region,
+                                                                   "error": record.error})
+        return record
+
     def run_job(self, job: ClipJob, *, force: bool = False, attempt: int | None = None) -> VerificationRecord:
         """One region: the (idempotent unless ``force``) clip, or its failure recorded. A transient failure is
         re-raised after the record is written, so the message is retried."""
         started = time.perf_counter()
         try:
-            return (self.clip_region if force else self._clip_once)(job)
+            return self._reported((self.clip_region if force else self._clip_once)(job))
         except Exception as exc:
+            if _in_progress(exc):  # the same output is being made right now: nothing to record, retry after it
+                raise
             obj = SceneObject(job.bucket, job.key, job.version_id, job.etag, job.size)
             err = self.confirm_content_error(self._superseded(
                 _past_deadline(classify(exc, what=f"clipping {job.scene} to region {job.region}"), self._deadline),
@@ -415,7 +438,13 @@ class ScenePipeline:
                           source_version=job.version_id, config_hash=job.config_hash)
             if not rec.boundary.region:  # the region is still named when its geometry could not be loaded
                 rec = replace(rec, boundary=BoundaryRef(file=self.settings.boundaries, region=job.region, content_hash=""))
-            self._write(rec)
+            if not self.records.put(rec, order=job.order):
+                current = self.records.get(job.scene, job.region) or {}
+                if not job.order.older_than(current):  # refused for another writer's live lease: retry after it
+                    raise OutputBusyError(f"another clip is writing {job.scene} region {job.region!r}; "
+                                          f"retrying to record: {rec.error_type}: {rec.error}") from exc
+                return self._reported(superseded_record(rec, job.order, current))
+            self._announce(rec)
             log.warning("clip failed", extra={"scene": job.scene, "region": job.region, "error_type": rec.error_type,
                                               "error": rec.error, "transient": rec.transient, "attempt": attempt})
             if not err.permanent:
@@ -433,6 +462,13 @@ class ScenePipeline:
         started = time.perf_counter()
         store = self._store()
         boundary = store.boundary(job.region)
+        output_key(self.settings, job)  # a template with no value for this job fails before any read
+        probe = VerificationRecord(source=job.scene, status="ok", source_etag=job.etag, source_version=job.version_id,
+                                   config_hash=job.config_hash,
+                                   boundary=BoundaryRef(file=boundary.source, region=job.region, content_hash=boundary.content_hash))
+        newer = self.publisher.newer_recorded(probe, job.order)
+        if newer is not None:  # an older delivery: do not even clip
+            return superseded_record(probe, job.order, newer)
         obj = SceneObject(job.bucket, job.key, job.version_id, job.etag, job.size)
         path, extra = gdal_source(self._scene_s3, obj, expires_s=self.settings.presign_expires_s)
         with rasterio.Env(**self._gdal_env(job.bucket, extra)):
@@ -441,36 +477,28 @@ class ScenePipeline:
             result = clip_to_cog(path, boundary, self.settings.clip_options(), name=job.scene,
                                  deadline=self._deadline)
             fetched = netstats.snapshot()
+        key = output_key(self.settings, job)  # a template with no value for this job fails before any upload
         try:
             self._check_deadline(f"before uploading region {job.region} of {job.scene}")
-            key = output_key(self.settings, job.region, job.key)
-            uri = f"s3://{self.settings.output_bucket}/{key}"
-            # The STAC Item reads the COG, so it is made before the upload consumes the file object.
-            item = self._stac_item(replace(result.record, output=uri, source=job.scene), result.output)
-            etag = upload(
-                self._scene_s3, result.output.fileobj(), self.settings.output_bucket, key,
-                content_type=COG_CONTENT_TYPE,
-                metadata={
-                    "source-bucket": job.bucket, "source-key": job.key, "source-version": job.version_id or "",
-                    "source-etag": job.etag, "region": job.region, "boundary-version": getattr(store, "version", ""),
-                    "boundary-hash": boundary.content_hash, "sceneclip-version": __version__,
-                    "sha256": result.record.sha256,
-                },
-            )
             record = replace(
-                result.record, source=job.scene, output=uri, output_etag=etag,
-                bytes_fetched=fetched.bytes_fetched,
+                result.record, source=job.scene, bytes_fetched=fetched.bytes_fetched,
                 requests=fetched.requests, peak_memory_mb=peak_rss_mb(),
                 boundary=BoundaryRef(file=boundary.source, region=job.region, content_hash=boundary.content_hash),
                 boundary_version=getattr(store, "version", None),
                 duration_ms=round((time.perf_counter() - started) * 1000, 1),
                 source_etag=job.etag, source_version=job.version_id, config_hash=job.config_hash,
             )
-            if item is not None:
-                put_json(self._scene_s3, self.settings.output_bucket, key[: -len(".tif")] + ".stac.json", item.to_dict())
+            metadata = {
+                "source-bucket": job.bucket, "source-key": job.key, "source-version": job.version_id or "",
+                "source-etag": job.etag, "region": job.region, "boundary-version": getattr(store, "version", ""),
+                "boundary-hash": boundary.content_hash,
+            }
+            record = self.publisher.publish(record, result.output, Destination(self.settings.output_bucket, key, job.order),
+                                            metadata)
         finally:
             result.output.close()
-        self._write(record)
+        if record.status == "ok":  # written by the publisher: announce it
+            self._announce(record)
         log.info("clip ok", extra={"scene": job.scene, "region": job.region, "output": record.output,
                                    "bytes_fetched": record.bytes_fetched, "valid_fraction": record.valid_fraction})
         return record
@@ -482,11 +510,3 @@ class ScenePipeline:
         # The .tif/.tiff URL rule stays on for presigned URLs too: GDAL tests the path before the query string.
         opts.update(extra)
         return opts
-
-    def _stac_item(self, record: VerificationRecord, output: Any) -> Any:
-        """The STAC Item written next to the COG (same stem, ``.stac.json``), or None when disabled."""
-        if not self.settings.write_stac:
-            return None
-        from sceneclip.core.stac import make_item
-
-        return make_item(record, cog_href=record.output, source_href=record.source, cog_path=output.name)

@@ -38,6 +38,7 @@ class SceneObject:
     version_id: str | None
     etag: str
     size: int
+    last_modified: str | None = None  # ISO-8601 UTC: orders versions when the event carries no sequencer
 
     @property
     def uri(self) -> str:
@@ -61,6 +62,7 @@ def head_scene(s3: Any, bucket: str, key: str, version_id: str | None = None) ->
         version_id=None if version in (None, "null") else version,
         etag=str(head.get("ETag", "")).strip('"'),
         size=int(head.get("ContentLength", 0)),
+        last_modified=_iso(head.get("LastModified")),
     )
 
 
@@ -117,18 +119,57 @@ def gdal_source(s3: Any, obj: SceneObject, *, expires_s: int = 900) -> tuple[str
     return f"/vsicurl/{url}", extra
 
 
-def upload(s3: Any, fileobj: Any, bucket: str, key: str, *, content_type: str, metadata: dict[str, str]) -> str:
-    """boto3 managed transfer (multipart above 64 MB, aborted on failure, so no partial object). Returns ETag."""
-    from boto3.s3.transfer import TransferConfig
+@dataclass(frozen=True)
+class Uploaded:
+    """What S3 said about the object *we* wrote: taken from the PUT/Complete response, never a later HEAD
+    (a HEAD may already see another writer's object)."""
 
-    config = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_CHUNKSIZE)
+    etag: str
+    version_id: str | None
+
+
+def upload(s3: Any, fileobj: Any, bucket: str, key: str, *, content_type: str, metadata: dict[str, str],
+           threshold: int | None = None, part_size: int | None = None) -> Uploaded:
+    """Write ``fileobj`` to ``s3://bucket/key``: PutObject below ``threshold`` (default ``MULTIPART_THRESHOLD``),
+    else a multipart upload in ``part_size`` parts (``MULTIPART_CHUNKSIZE``) that is aborted on any failure (so
+    no partial object is ever visible). Returns the response's ETag and VersionId."""
+    threshold = MULTIPART_THRESHOLD if threshold is None else threshold
+    part_size = MULTIPART_CHUNKSIZE if part_size is None else part_size
     meta = {k: metadata_value(v) for k, v in metadata.items() if v is not None}
+    args = {"Bucket": bucket, "Key": key, "ContentType": content_type, "Metadata": meta}
     try:
-        s3.upload_fileobj(fileobj, bucket, key, ExtraArgs={"ContentType": content_type, "Metadata": meta}, Config=config)
-        head = s3.head_object(Bucket=bucket, Key=key)
-    except Exception as exc:  # S3UploadFailedError carries the ClientError's code in its message
+        first = fileobj.read(threshold)
+        if len(first) < threshold:
+            resp = s3.put_object(Body=first, **args)
+        else:
+            resp = _multipart(s3, first, fileobj, args, part_size)
+    except Exception as exc:  # botocore errors; an OSError reading the file is typed by the classifier too
         raise classify(exc, what=f"upload to s3://{bucket}/{key}", transient=UploadError, permanent=PermanentError) from exc
-    return str(head.get("ETag", "")).strip('"')
+    version = resp.get("VersionId")
+    return Uploaded(str(resp.get("ETag", "")).strip('"'), None if version in (None, "null") else version)
+
+
+def _multipart(s3: Any, first: bytes, fileobj: Any, args: dict[str, Any], part_size: int) -> dict[str, Any]:
+    upload_id = s3.create_multipart_upload(**args)["UploadId"]
+    where = {"Bucket": args["Bucket"], "Key": args["Key"], "UploadId": upload_id}
+    try:
+        parts: list[dict[str, Any]] = []
+        buffer = first
+        while True:
+            while len(buffer) < part_size and (chunk := fileobj.read(part_size - len(buffer))):
+                buffer += chunk
+            if not buffer:
+                break
+            body, buffer = buffer[:part_size], buffer[part_size:]
+            number = len(parts) + 1
+            parts.append({"ETag": s3.upload_part(Body=body, PartNumber=number, **where)["ETag"], "PartNumber": number})
+        return s3.complete_multipart_upload(MultipartUpload={"Parts": parts}, **where)
+    except BaseException:
+        try:
+            s3.abort_multipart_upload(**where)
+        except Exception:  # the lifecycle rule removes what an abort could not
+            pass
+        raise
 
 
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, both byte orders
@@ -177,3 +218,12 @@ def metadata_value(value: Any, limit: int = METADATA_VALUE_LIMIT) -> str:
     if "%" in head[-2:]:  # never cut a %xx escape in half
         head = head[: head.rindex("%")]
     return head + tail
+
+
+def _iso(value: Any) -> str | None:
+    """botocore's LastModified (a datetime) as ISO-8601 UTC with microseconds, so strings sort like times."""
+    if value is None:
+        return None
+    from datetime import timezone
+
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

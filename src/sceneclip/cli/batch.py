@@ -22,6 +22,8 @@ from sceneclip.tools.batch_jobs import jobs_from_manifest, jobs_from_sources
 @click.option("--region-field", default=None, help="Attribute naming regions, e.g. 'name'. Without it the whole layer is one region.")
 @click.option("--layer", default=None, help="Layer of a multi-layer boundary file (GeoPackage).")
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False), help="Output folder (with --sources): OUT/REGION/SCENE.tif.")
+@click.option("--output-key", default=None, help="Output path template under --out, e.g. '{region_slug}/{date}/{key_slug}' "
+              "(placeholders as SCENECLIP_OUTPUT_KEY; {key} is the file name). Default: REGION/FILE.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes.")
 @click.option("--report", default=None, type=click.Path(dir_okay=False), help="JSON-lines report. Default: OUT/report.jsonl, or MANIFEST.report.jsonl beside the manifest.")
 @click.option("--no-resume", is_flag=True, help="Redo every job, even those the report shows verified with unchanged outputs.")
@@ -29,7 +31,7 @@ from sceneclip.tools.batch_jobs import jobs_from_manifest, jobs_from_sources
 @click.option("--no-progress", is_flag=True, help="No progress bar (it is also off when stderr is not a terminal).")
 @clip_options
 def batch(manifest: str | None, sources: str | None, boundary: str | None, region_field: str | None,
-          layer: str | None, out_dir: str | None, workers: int, report: str | None, no_resume: bool, stac: bool,
+          layer: str | None, out_dir: str | None, output_key: str | None, workers: int, report: str | None, no_resume: bool, stac: bool,
           no_progress: bool, **opts: Any) -> None:
     """Clip many scenes to many regions on this machine, in parallel, resumably.
 
@@ -46,6 +48,8 @@ def batch(manifest: str | None, sources: str | None, boundary: str | None, regio
       sceneclip batch jobs.csv --workers 4
       sceneclip batch --sources 'scenes/*.tif' --boundary regions.gpkg --region-field name --out clips --stac
     """
+    if manifest and output_key:
+        raise click.UsageError("--output-key names outputs of --sources jobs; a manifest names its own outputs")
     if manifest and (sources or out_dir):
         raise click.UsageError("give MANIFEST, or --sources/--boundary/--out, not both")
     if not manifest and not (sources and boundary and out_dir):
@@ -56,7 +60,7 @@ def batch(manifest: str | None, sources: str | None, boundary: str | None, regio
             jobs = jobs_from_manifest(manifest, region_field=region_field, layer=layer)
             report = report or str(Path(manifest).with_suffix(".report.jsonl"))
         else:
-            jobs = jobs_from_sources(sources, boundary, region_field, out_dir, layer)  # type: ignore[arg-type]
+            jobs = jobs_from_sources(sources, boundary, region_field, out_dir, layer, output_key=output_key)  # type: ignore[arg-type]
             report = report or os.path.join(out_dir, REPORT_NAME)  # type: ignore[arg-type]
         if not jobs:
             click.echo(f"sceneclip batch: no scene overlaps any region of {boundary}; nothing to do", err=True)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from datetime import datetime, timezone
 from pathlib import PurePosixPath
@@ -55,10 +54,12 @@ class StacError(ValueError):
 
 
 def item_path_for(cog_path: str) -> str:
-    """Where the Item of a COG is written: beside it, same stem, ``.stac.json`` (``a/b.tif`` → ``a/b.stac.json``),
-    the name the Lambda pipeline uses too."""
-    root, _ = os.path.splitext(cog_path)
-    return root + ".stac.json"
+    """Where the Item of a COG is written: beside it, ``a/b.tif`` → ``a/b.stac.json`` (``c.tiff`` →
+    ``c.tiff.stac.json``: two COGs never share an Item), the rule the Lambda pipeline uses too
+    (:func:`sceneclip.core.naming.stac_key_for`)."""
+    from sceneclip.core.naming import stac_key_for
+
+    return stac_key_for(cog_path)
 
 
 def make_item(

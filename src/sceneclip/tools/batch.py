@@ -110,7 +110,11 @@ def _write_stac(job: BatchJob, record: VerificationRecord) -> str:
     from sceneclip.core.stac import item_path_for, make_item, write_item
 
     path = item_path_for(job.output)
-    item = make_item(record, cog_href="./" + os.path.basename(job.output), source_href=job.source, cog_path=job.output)
+    from sceneclip.core.naming import href_for
+
+    # hrefs are IRI references: a file name or source path with a space is percent-encoded, not left raw.
+    item = make_item(record, cog_href="./" + href_for(os.path.basename(job.output)), source_href=href_for(job.source),
+                     cog_path=job.output)
     write_item(item, path)
     return path
 

@@ -7,13 +7,14 @@ import hashlib
 import json
 import logging
 import os
-import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from glob import glob
 from pathlib import Path
 from typing import Any
 
+from sceneclip.core.naming import NameFields, OutputTemplate, key_slug, slug
 from sceneclip.errors import BoundaryError, ConfigError, MissingCRSError, SceneclipError
 
 log = logging.getLogger("sceneclip.batch")
@@ -107,9 +108,23 @@ def _jsonl_rows(text: str, path: str) -> Iterable[tuple[int, dict[str, Any]]]:
 
 
 def safe_name(value: Any) -> str:
-    """A file-name-safe form of a region name ('Côte d'Ivoire' → 'Côte_d_Ivoire'; never empty or '..')."""
-    text = re.sub(r"[^\w.-]+", "_", str(value), flags=re.UNICODE).strip("._")
-    return text or "region"
+    """One file-name component for a region name, by the one slug rule of :mod:`sceneclip.core.naming`
+    ('Côte d'Ivoire' → 'C_te_d_Ivoire'; never empty, never '..')."""
+    return slug(str(value), keep_slash=False).strip("._") or "region"
+
+
+def _batch_name(template: OutputTemplate | None, path: str, region: str | None, dir_name: str) -> str:
+    """The output path under OUT for one job: ``--output-key`` rendered, else ``{region dir}/{file key slug}``."""
+    name = os.path.basename(path)
+    if template is None:
+        return os.path.join(dir_name, key_slug(name))
+    bucket, key = (path[len("s3://"):].split("/", 1) + [""])[:2] if path.startswith("s3://") else (None, name)
+    try:
+        date = time.strftime("%Y-%m-%d", time.gmtime(os.path.getmtime(path))) if bucket is None else None
+    except OSError:
+        date = None
+    return template.render(NameFields(prefix="", region=region if region is not None else dir_name,
+                                      bucket=bucket, key=key, date=date))
 
 
 def jobs_from_sources(
@@ -118,14 +133,18 @@ def jobs_from_sources(
     region_field: str | None,
     out_dir: str,
     layer: str | None = None,
+    output_key: str | None = None,
 ) -> list[BatchJob]:
     """Every scene matching ``sources`` (a glob, or a list of paths) × every region it overlaps.
 
     The vector file is read once. Each scene's footprint is carried into the vector's CRS
     (:func:`sceneclip.core.geometry.raster_footprint`) and intersected with the features; features sharing a
-    ``region_field`` value are one region. Outputs: ``{out_dir}/{region}/{scene stem}.tif`` (region made
-    file-name safe, disambiguated by a short hash when two names collide). Without ``region_field`` the whole
-    layer is one region named after the file. Scenes that cannot be opened are reported on stderr and skipped.
+    ``region_field`` value are one region. Outputs: ``{out_dir}/{region}/{file name}`` (region made file-name
+    safe, disambiguated by a short hash when two names collide; the file name as an injective slug, extension
+    kept: :func:`sceneclip.core.naming.key_slug`), or ``{out_dir}/{output_key rendered}`` with a template
+    (``--output-key``; ``{key}`` is the file name, ``{bucket}`` set for s3:// sources, ``{date}`` the file's
+    mtime). Without ``region_field`` the whole layer is one region named after the file. Scenes that cannot
+    be opened are reported on stderr and skipped.
     """
     import rasterio
     import shapely
@@ -148,6 +167,7 @@ def jobs_from_sources(
 
     vector_crs = CRS.from_wkt(frame.crs.to_wkt())
     names = _region_dir_names(frame, region_field, boundary)
+    template = OutputTemplate.parse(output_key, source="--output-key") if output_key else None
     jobs: list[BatchJob] = []
     for path in paths:
         try:  # the clip's driver allow-list: a VRT/WMS/GTI named .tif is skipped, not opened
@@ -166,7 +186,7 @@ def jobs_from_sources(
         hits = frame.iloc[frame.sindex.query(area, predicate="intersects")]
         regions = sorted({str(v) for v in hits[region_field]}) if region_field else ([None] if len(hits) else [])
         for region in regions:
-            out = os.path.join(out_dir, names[region], Path(path).stem + ".tif")
+            out = os.path.join(out_dir, _batch_name(template, path, region, names[region]))
             jobs.append(BatchJob(path, boundary, region, out, region_field, layer))
     return jobs
 

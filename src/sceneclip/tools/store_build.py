@@ -11,7 +11,6 @@ import hashlib
 import json
 import math
 import os
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -30,6 +29,7 @@ from sceneclip.aws.store import (
     store_version,
 )
 from sceneclip.core.geometry import dissolve, polygonal_parts, repair
+from sceneclip.core.naming import find_slug_collisions, slug
 from sceneclip.errors import DENIED, BoundaryError, ConfigError, EmptyGeometryError, MissingCRSError, SceneclipError, UploadError, classify
 
 
@@ -101,9 +101,22 @@ def region_text(value: Any) -> str | None:
 
 
 def region_slug(region: str, limit: int = 48) -> str:
-    """A readable, file-system and S3 safe stem for any region id (uniqueness comes from the hash beside it)."""
-    slug = re.sub(r"[^A-Za-z0-9_-]+", "_", region).strip("_")[:limit]
-    return slug or "region"
+    """A readable file-name stem for a region's file in the store (uniqueness comes from the hash beside it).
+
+    The one slug rule of :mod:`sceneclip.core.naming`, as a single path component, shortened.
+    """
+    return slug(region, keep_slash=False).replace(".", "_").strip("_")[:limit] or "region"
+
+
+def refuse_slug_collisions(regions: Iterable[str], what: str) -> None:
+    """Two region ids with one slug would write one output key (``{region_slug}``): refuse the store."""
+    clashes = find_slug_collisions(regions)
+    if clashes:
+        listed = "; ".join(f"{' and '.join(repr(r) for r in ids)} → {s!r}" for s, ids in list(clashes.items())[:5])
+        raise BoundaryError(
+            f"boundary file {what}: {len(clashes)} slug collision(s) — region ids that differ only in characters "
+            f"output keys cannot hold would share an output: {listed}. Rename one of each pair."
+        )
 
 
 def geometry_wkb(geom: BaseGeometry) -> bytes:
@@ -201,6 +214,7 @@ def build_store(
             f"boundary file {what} has no region with a polygon in field {region_field!r} "
             f"({len(frame)} features, all dropped: {'; '.join(dropped[:3])})"
         )
+    refuse_slug_collisions(compiled, what)
     index = make_index(compiled, crs_wkt=frame.crs.to_wkt(), region_field=region_field, source=os.path.basename(vector))
     written = 0
     name = INDEX_NAME
