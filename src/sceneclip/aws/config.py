@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from typing import Any
 from dataclasses import dataclass, field
 
 from sceneclip.core.gdalenv import DEFAULT_ALLOWED_DRIVERS, INDIRECTION_DRIVERS
@@ -34,17 +35,23 @@ def _bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
     raise ConfigError(f"{name}={raw!r} is not a boolean; use true or false")
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
+def number_setting(env: Mapping[str, str], name: str, default: Any, cast: Any = int) -> Any:
+    """A non-negative number from the environment (``cast`` = int or float); unset or empty → ``default``.
+    A wrong value is a ConfigError naming the variable, raised at cold start."""
     raw = (env.get(name) or "").strip()
     if not raw:
         return default
     try:
-        value = int(raw)
+        value = cast(raw)
     except ValueError as exc:
-        raise ConfigError(f"{name}={raw!r} is not an integer") from exc
+        raise ConfigError(f"{name}={raw!r} is not {'an integer' if cast is int else 'a number'}") from exc
     if value < 0:
-        raise ConfigError(f"{name}={raw!r} must be 0 (no limit) or positive")
+        raise ConfigError(f"{name}={raw!r} must not be negative (0 means no limit where a limit is meant)")
     return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    return number_setting(env, name, default, int)
 
 
 def _names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
@@ -146,32 +153,6 @@ class Settings:
             prefix += "/"
         if prefix.startswith("/"):
             raise ConfigError(f"SCENECLIP_OUTPUT_PREFIX={prefix!r} must not start with '/'")
-        pattern = None
-        raw_pattern = (env.get("SCENECLIP_REGION_PATTERN") or "").strip()
-        if raw_pattern:
-            try:
-                pattern = re.compile(raw_pattern)
-            except re.error as exc:
-                raise ConfigError(f"SCENECLIP_REGION_PATTERN={raw_pattern!r} is not a valid regex: {exc}") from exc
-            if "region" not in pattern.groupindex:
-                raise ConfigError(f"SCENECLIP_REGION_PATTERN={raw_pattern!r} needs a named group (?P<region>...)")
-        nodata = None
-        if env.get("SCENECLIP_NODATA", "").strip():
-            try:
-                nodata = float(env["SCENECLIP_NODATA"])
-            except ValueError as exc:
-                raise ConfigError(f"SCENECLIP_NODATA={env['SCENECLIP_NODATA']!r} is not a number") from exc
-        profile = env.get("SCENECLIP_COG_PROFILE", "deflate").lower()
-        if profile not in COG_PROFILES:
-            raise ConfigError(f"SCENECLIP_COG_PROFILE={profile!r}: choose one of {sorted(COG_PROFILES)}")
-        resampling = (env.get("SCENECLIP_RESAMPLING") or "").lower() or None
-        if resampling and resampling not in RESAMPLING_CHOICES:
-            raise ConfigError(f"SCENECLIP_RESAMPLING={resampling!r}: choose one of {RESAMPLING_CHOICES}")
-        drivers = _names(env, "SCENECLIP_ALLOWED_DRIVERS") or DEFAULT_ALLOWED_DRIVERS
-        indirect = sorted(set(d.upper() for d in drivers) & {d.upper() for d in INDIRECTION_DRIVERS})
-        if indirect:
-            raise ConfigError(f"SCENECLIP_ALLOWED_DRIVERS names {indirect}: drivers that read other files or URLs "
-                              "are never allowed for sources")
         try:
             memory = int(env.get("SCENECLIP_MEMORY_LIMIT_MB", str(DEFAULT_MEMORY_LIMIT_MB)))
         except ValueError as exc:
@@ -181,20 +162,18 @@ class Settings:
             boundaries=boundaries,
             records_table=table,
             output_prefix=prefix,
-            region_pattern=pattern,
+            region_pattern=_region_pattern(env),
             idempotency_table=(env.get("SCENECLIP_IDEMPOTENCY_TABLE") or "").strip() or None,
             all_touched=_bool(env, "SCENECLIP_ALL_TOUCHED"),
             invert=_bool(env, "SCENECLIP_INVERT"),
             pad=_bool(env, "SCENECLIP_PAD"),
-            nodata=nodata,
-            cog_profile=profile,
-            resampling=resampling,
+            **_overview_options(env),
             write_stac=_bool(env, "SCENECLIP_WRITE_STAC", True),
             tmpdir=env.get("SCENECLIP_TMPDIR") or env.get("TMPDIR") or "/tmp",
             memory_limit_mb=memory,
             completion_target=_completion_target(env),
             input_buckets=_names(env, "SCENECLIP_INPUT_BUCKETS"),
-            allowed_drivers=drivers,
+            allowed_drivers=_drivers(env),
             limits=_limits(env),
             chunk_bytes=_int(env, "SCENECLIP_MAX_CHUNK_BYTES", 64 * MIB) or 64 * MIB,
             max_event_records=_int(env, "SCENECLIP_MAX_EVENT_RECORDS", DEFAULT_MAX_EVENT_RECORDS),
@@ -235,3 +214,44 @@ class Settings:
         """Identity of everything that changes the output bytes or location (idempotency key, backfill skip rule)."""
         return self.clip_options().fingerprint(output=f"s3://{self.output_bucket}/{self.output_prefix}",
                                                output_key=self.output_template.text, collection=self.stac_collection)
+
+
+def _region_pattern(env: Mapping[str, str]) -> re.Pattern[str] | None:
+    """SCENECLIP_REGION_PATTERN: a regex with a named group ``region``, or None (spatial lookup)."""
+    pattern = None
+    raw_pattern = (env.get("SCENECLIP_REGION_PATTERN") or "").strip()
+    if raw_pattern:
+        try:
+            pattern = re.compile(raw_pattern)
+        except re.error as exc:
+            raise ConfigError(f"SCENECLIP_REGION_PATTERN={raw_pattern!r} is not a valid regex: {exc}") from exc
+        if "region" not in pattern.groupindex:
+            raise ConfigError(f"SCENECLIP_REGION_PATTERN={raw_pattern!r} needs a named group (?P<region>...)")
+    return pattern
+
+
+def _overview_options(env: Mapping[str, str]) -> dict[str, Any]:
+    """Output nodata, COG profile and overview resampling, each validated and named when wrong."""
+    nodata = None
+    if env.get("SCENECLIP_NODATA", "").strip():
+        try:
+            nodata = float(env["SCENECLIP_NODATA"])
+        except ValueError as exc:
+            raise ConfigError(f"SCENECLIP_NODATA={env['SCENECLIP_NODATA']!r} is not a number") from exc
+    profile = env.get("SCENECLIP_COG_PROFILE", "deflate").lower()
+    if profile not in COG_PROFILES:
+        raise ConfigError(f"SCENECLIP_COG_PROFILE={profile!r}: choose one of {sorted(COG_PROFILES)}")
+    resampling = (env.get("SCENECLIP_RESAMPLING") or "").lower() or None
+    if resampling and resampling not in RESAMPLING_CHOICES:
+        raise ConfigError(f"SCENECLIP_RESAMPLING={resampling!r}: choose one of {RESAMPLING_CHOICES}")
+    return {"nodata": nodata, "cog_profile": profile, "resampling": resampling}
+
+
+def _drivers(env: Mapping[str, str]) -> tuple[str, ...]:
+    """SCENECLIP_ALLOWED_DRIVERS; indirection drivers (VRT, WMS, GTI…) can never be allowed."""
+    drivers = _names(env, "SCENECLIP_ALLOWED_DRIVERS") or DEFAULT_ALLOWED_DRIVERS
+    indirect = sorted(set(d.upper() for d in drivers) & {d.upper() for d in INDIRECTION_DRIVERS})
+    if indirect:
+        raise ConfigError(f"SCENECLIP_ALLOWED_DRIVERS names {indirect}: drivers that read other files or URLs "
+                          "are never allowed for sources")
+    return drivers

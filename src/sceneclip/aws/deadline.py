@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sceneclip.core.deadline import Deadline, per_call_timeout_s
-from sceneclip.errors import ConfigError
 
 #: Seconds kept back before the hard deadline by default: one record write and the idempotency release, each
 #: bounded by :data:`BOOKKEEPING_CONFIG` (2 attempts × (1 s connect + 2 s read) + backoff), with room to spare.
@@ -28,17 +27,10 @@ BASE_MAX_ATTEMPTS = 3
 
 def margin_from_env(environ: Any = None) -> float:
     """``SCENECLIP_DEADLINE_MARGIN_S`` (seconds kept for the failure path), default :data:`DEFAULT_MARGIN_S`."""
+    from sceneclip.aws.config import number_setting
+
     env = os.environ if environ is None else environ
-    raw = (env.get("SCENECLIP_DEADLINE_MARGIN_S") or "").strip()
-    if not raw:
-        return DEFAULT_MARGIN_S
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise ConfigError(f"SCENECLIP_DEADLINE_MARGIN_S={raw!r} is not a number of seconds") from exc
-    if value < 0:
-        raise ConfigError(f"SCENECLIP_DEADLINE_MARGIN_S={raw!r} must not be negative")
-    return value
+    return float(number_setting(env, "SCENECLIP_DEADLINE_MARGIN_S", DEFAULT_MARGIN_S, float))
 
 
 def deadline_from_context(context: Any, margin_s: float = DEFAULT_MARGIN_S) -> Deadline | None:

@@ -121,7 +121,7 @@ def _idempotency(settings: Any, ddb: Any) -> tuple[Any, Any]:
         idempotent_function,
     )
 
-    from sceneclip.aws.pipeline import ClipJob, ClipRunner
+    from sceneclip.aws.jobs import ClipJob, ClipRunner
     from sceneclip.core.records import VerificationRecord
 
     persistence = DynamoDBPersistenceLayer(table_name=settings.idempotency_table, boto3_client=ddb)

@@ -14,22 +14,20 @@ caller (:meth:`ScenePipeline.run_job`) turns the raised error into the failed re
 from __future__ import annotations
 
 import logging
-import resource
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import rasterio
 
 from sceneclip.core import netstats
 from sceneclip.core.clip import clip_to_cog
-from sceneclip.core.deadline import Deadline, gdal_http_options, per_call_timeout_s
+from sceneclip.core.deadline import Deadline, gdal_http_options
 from sceneclip.aws.config import Settings
 from sceneclip.errors import (
     OutputBusyError,
     CONTENT,
-    AmbiguousKeyError,
     DeadlineExceeded,
     NoOverlapError,
     RasterReadError,
@@ -42,124 +40,26 @@ from sceneclip.errors import (
     classify,
 )
 from sceneclip.aws.events import SceneRef
+from sceneclip.aws.jobs import (
+    ClipJob,
+    ClipRunner,
+    in_progress,
+    not_reached,
+    output_key,
+    overlaps,
+    past_deadline,
+    peak_rss_mb,
+    pick_by_etag,
+)
 from sceneclip.core.gdalenv import CLOUD_READ_OPTIONS, gdal_s3_options, non_cached_option
 from sceneclip.core.geometry import raster_footprint
 from sceneclip.core.records import BoundaryRef, VerificationRecord, failed_record
 from sceneclip.aws.completion import CompletionPublisher
 from sceneclip.aws.records_table import NO_REGION, RecordStore
 from sceneclip.aws.publish import Destination, Publisher, superseded_record
-from sceneclip.aws.records_table import SourceOrder
 from sceneclip.aws.s3 import TIFF_MAGIC, SceneObject, first_bytes, gdal_source, head_scene, refuse_unsafe_key
-from sceneclip.core.naming import NameFields
 
 log = logging.getLogger("sceneclip.aws.pipeline")
-
-
-@dataclass(frozen=True)
-class ClipJob:
-    """One (scene version, region) clip: also the idempotency payload, so every field is plain JSON."""
-
-    bucket: str
-    key: str
-    version_id: str | None
-    etag: str
-    size: int
-    region: str
-    config_hash: str
-    # The boundary store's version: part of the idempotency key, so a rebuilt store re-clips.
-    boundary_version: str = ""
-    last_modified: str | None = None  # the version's LastModified (orders versions without a sequencer)
-    sequencer: str | None = None  # the S3 event's sequencer, when it had one
-
-    @property
-    def scene(self) -> str:
-        return f"s3://{self.bucket}/{self.key}"
-
-    @property
-    def order(self) -> SourceOrder:
-        return SourceOrder.of(self.last_modified, self.sequencer)
-
-
-def output_key(settings: Settings, job: ClipJob) -> str:
-    """The COG's key from ``SCENECLIP_OUTPUT_KEY`` (:mod:`sceneclip.core.naming`): deterministic, so a retry
-    overwrites its own output and nothing else."""
-    fields = NameFields(prefix=settings.output_prefix, region=job.region, bucket=job.bucket, key=job.key,
-                        date=(job.last_modified or "")[:10] or None, collection=settings.stac_collection)
-    return settings.output_template.render(fields)
-
-
-def _in_progress(exc: BaseException) -> bool:
-    """Another invocation is making this very output: our claim found its lease, or Powertools found its
-    in-progress idempotency record. Matched by name so the handler-less paths need not import Powertools'
-    idempotency package (~120 ms)."""
-    return isinstance(exc, OutputBusyError) or type(exc).__name__ == "IdempotencyAlreadyInProgressError"
-
-
-def _overlaps(boundary: Any, ds: Any) -> bool:
-    from sceneclip.core.geometry import overlap_with_raster, to_raster_crs
-
-    try:
-        return not overlap_with_raster(to_raster_crs(boundary, ds.crs, tuple(ds.bounds)), tuple(ds.bounds)).is_empty
-    except SceneclipError:
-        return False
-
-
-def pick_by_etag(ref: SceneRef, found: list[SceneObject]) -> SceneObject:
-    """The object an ambiguous event key means: the one whose ETag the event names (its size when the event
-    has no ETag; a single existing candidate when it has neither). No match, or two: permanent, with both seen.
-    """
-    if ref.etag:
-        matching, by = [o for o in found if o.etag == ref.etag], f"the event's ETag {ref.etag}"
-    elif ref.size is not None:
-        matching, by = [o for o in found if o.size == ref.size], f"the event's size {ref.size}"
-    else:
-        matching, by = found, "the event (it names no ETag or size)"
-    if len(matching) == 1:
-        return matching[0]
-    seen = ", ".join(f"{o.key!r} (ETag {o.etag}, {o.size} bytes)" for o in found) or "neither exists"
-    raise AmbiguousKeyError(
-        f"event key {ref.key_as_delivered!r} in s3://{ref.bucket} can be read as {ref.key_as_delivered!r} or "
-        f"{ref.key!r}; {'no' if not matching else 'more than one'} object matches {by} ({seen})"
-        + ("; was it replaced or deleted after the event?" if not matching else "")
-    )
-
-
-def _past_deadline(exc: SceneclipError, deadline: Deadline | None) -> SceneclipError:
-    """A read or transient failure caused by the budget is reported as DeadlineExceeded.
-
-    That is: it surfaced once the budget was spent, or it is a timeout while the deadline had shortened the
-    network timeouts (the capped timeout fired; the configured one might not have). Content errors with their
-    own evidence (no overlap, unknown region, ...) are kept as they are.
-    """
-    if deadline is None or isinstance(exc, DeadlineExceeded):
-        return exc
-    if exc.permanent and not isinstance(exc, RasterReadError):
-        return exc
-    base = float(CLOUD_READ_OPTIONS["GDAL_HTTP_TIMEOUT"])
-    capped_timeout = per_call_timeout_s(deadline, base) < base and any(
-        marker in str(exc).lower() for marker in ("timed out", "timeout"))
-    if not (deadline.expired() or capped_timeout):
-        return exc
-    out = deadline.exceeded(f"during a network call capped to fit it ({exc.error_type}: {exc})")
-    out.__cause__ = exc
-    return out
-
-
-def _not_reached(exc: DeadlineExceeded, regions: tuple[str, ...]) -> DeadlineExceeded:
-    """The same DeadlineExceeded, naming the regions of the scene that were never started."""
-    if not regions or exc.regions_not_reached:
-        return exc
-    out = DeadlineExceeded(f"{exc}; regions not reached: {', '.join(regions)}", regions_not_reached=regions)
-    out.__cause__ = exc.__cause__
-    return out
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (Linux reports KiB)."""
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
-ClipRunner = Callable[[ClipJob], VerificationRecord]
 
 
 class ScenePipeline:
@@ -251,7 +151,7 @@ class ScenePipeline:
                 self._check_deadline(f"before region {region} of {obj.uri}", tuple(regions[i:]))
                 rec = self.run_job(job, force=ref.force, attempt=attempt)
             except DeadlineExceeded as exc:
-                self._record_not_reached(job, exc, exc.regions_not_reached or self._regions_after, attempt)
+                self._recordnot_reached(job, exc, exc.regions_not_reached or self._regions_after, attempt)
                 raise
             if rec.ok and not superseded:  # a success of this version + configuration ends its scene-level failure
                 superseded = self._supersede(job)
@@ -266,7 +166,7 @@ class ScenePipeline:
             log.warning("could not delete the superseded scene-level failure", extra={"scene": job.scene, "error": str(exc)})
         return True
 
-    def _record_not_reached(self, job: ClipJob, exc: DeadlineExceeded, regions: tuple[str, ...],
+    def _recordnot_reached(self, job: ClipJob, exc: DeadlineExceeded, regions: tuple[str, ...],
                             attempt: int | None) -> None:
         """A transient failed record for each region the deadline left unstarted (backfill and status see them)."""
         for region in regions:
@@ -280,7 +180,7 @@ class ScenePipeline:
     def _scene_failure(self, ref: SceneRef, obj: SceneObject | None, exc: BaseException, started: float,
                        attempt: int | None) -> VerificationRecord:
         """Record a failure before any region clip (HEAD, key resolution, region lookup); raise it if transient."""
-        err = _past_deadline(classify(exc, what=f"preparing {ref.uri}"), self._deadline)
+        err = past_deadline(classify(exc, what=f"preparing {ref.uri}"), self._deadline)
         if obj is not None:
             err = self.confirm_content_error(err, obj)
         # When the HEAD worked, record the version actually seen (backfill matches records on ETag).
@@ -406,7 +306,7 @@ class ScenePipeline:
                 else:
                     # The scene's footprint does not fit the store's CRS (e.g. a polar scene against a UTM
                     # store): test each region in the raster's CRS instead — slower, but never a false "none".
-                    regions = [r for r in store.regions() if _overlaps(store.boundary(r), ds)]
+                    regions = [r for r in store.regions() if overlaps(store.boundary(r), ds)]
         if not regions:
             raise NoOverlapError(f"no region of the boundary store {store.uri} intersects {obj.uri}")
         return regions
@@ -425,14 +325,14 @@ class ScenePipeline:
         try:
             return self._reported((self.clip_region if force else self._clip_once)(job))
         except Exception as exc:
-            if _in_progress(exc):  # the same output is being made right now: nothing to record, retry after it
+            if in_progress(exc):  # the same output is being made right now: nothing to record, retry after it
                 raise
             obj = SceneObject(job.bucket, job.key, job.version_id, job.etag, job.size)
             err = self.confirm_content_error(self._superseded(
-                _past_deadline(classify(exc, what=f"clipping {job.scene} to region {job.region}"), self._deadline),
+                past_deadline(classify(exc, what=f"clipping {job.scene} to region {job.region}"), self._deadline),
                 obj), obj)
             if isinstance(err, DeadlineExceeded):
-                err = _not_reached(err, self._regions_after)
+                err = not_reached(err, self._regions_after)
             rec = replace(failed_record(job.scene, self._boundary_or_none(job.region), err, started=started),
                           peak_memory_mb=peak_rss_mb(), attempt=attempt, source_etag=job.etag,
                           source_version=job.version_id, config_hash=job.config_hash)

@@ -150,10 +150,6 @@ def _attribute(value: dict[str, Any]) -> dict[str, Any]:
 def receive_loop(queue_url: str, options: WorkerOptions, stop: Any) -> WorkerSummary:
     """Receive → handle → delete until ``stop`` is set, ``max_messages`` were received or the queue is drained."""
     import boto3
-    from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
-
-    from sceneclip.aws import handler
-    from sceneclip.aws.context import LocalContext
 
     sqs = boto3.client("sqs")
     attrs = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn", "VisibilityTimeout"])["Attributes"]
@@ -188,25 +184,10 @@ def receive_loop(queue_url: str, options: WorkerOptions, stop: Any) -> WorkerSum
             heartbeat.hold(messages, deadline_s=options.timeout_s)
             started = time.perf_counter()
             try:
-                context = LocalContext(options.function_name, options.memory_mb, options.timeout_s,
-                                       aws_request_id=str(uuid.uuid4()))
-                response = handler.lambda_handler(sqs_event(messages, queue_arn, region), context)
-            except BatchProcessingError:
-                # Powertools raises when *every* record failed; on Lambda the invocation errors and the whole
-                # batch returns to the queue: the same outcome as reporting each one.
-                response = {"batchItemFailures": [{"itemIdentifier": m["MessageId"]} for m in messages]}
-            except Exception as exc:  # the handler failed as a whole (e.g. configuration): every message failed
-                log.error("handler raised; the batch is left for a retry", extra={"error": f"{type(exc).__name__}: {exc}"})
-                summary.errors.append(f"{type(exc).__name__}: {exc}")
-                response = {"batchItemFailures": [{"itemIdentifier": m["MessageId"]} for m in messages]}
+                response = _invoke(messages, queue_arn, region, options, summary)
             finally:
                 heartbeat.release()
-            failed_ids = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
-            done = [m for m in messages if m["MessageId"] not in failed_ids]
-            failed = [m for m in messages if m["MessageId"] in failed_ids]
-            _delete(sqs, queue_url, done)
-            if failed and options.retry_delay is not None:
-                _set_visibility(sqs, queue_url, failed, options.retry_delay)
+            done, failed = _settle(sqs, queue_url, messages, response, options)
             summary.batches += 1
             summary.succeeded += len(done)
             summary.failed += len(failed)
@@ -218,6 +199,41 @@ def receive_loop(queue_url: str, options: WorkerOptions, stop: Any) -> WorkerSum
     finally:
         heartbeat.close()
     return summary
+
+
+def _invoke(messages: list[dict[str, Any]], queue_arn: str, region: str, options: WorkerOptions,
+            summary: WorkerSummary) -> dict[str, Any]:
+    """Run the Lambda handler on one batch, as Lambda would; the response lists the messages that failed."""
+    from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
+
+    from sceneclip.aws import handler
+    from sceneclip.aws.context import LocalContext
+
+    all_failed = {"batchItemFailures": [{"itemIdentifier": m["MessageId"]} for m in messages]}
+    try:
+        context = LocalContext(options.function_name, options.memory_mb, options.timeout_s,
+                               aws_request_id=str(uuid.uuid4()))
+        return handler.lambda_handler(sqs_event(messages, queue_arn, region), context)
+    except BatchProcessingError:
+        # Powertools raises when *every* record failed; on Lambda the invocation errors and the whole batch
+        # returns to the queue: the same outcome as reporting each one.
+        return all_failed
+    except Exception as exc:  # the handler failed as a whole (e.g. configuration): every message failed
+        log.error("handler raised; the batch is left for a retry", extra={"error": f"{type(exc).__name__}: {exc}"})
+        summary.errors.append(f"{type(exc).__name__}: {exc}")
+        return all_failed
+
+
+def _settle(sqs: Any, queue_url: str, messages: list[dict[str, Any]], response: dict[str, Any],
+            options: WorkerOptions) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Delete what succeeded; give failures back (after ``retry_delay`` when set). Returns (done, failed)."""
+    failed_ids = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
+    done = [m for m in messages if m["MessageId"] not in failed_ids]
+    failed = [m for m in messages if m["MessageId"] in failed_ids]
+    _delete(sqs, queue_url, done)
+    if failed and options.retry_delay is not None:
+        _set_visibility(sqs, queue_url, failed, options.retry_delay)
+    return done, failed
 
 
 def _remove_stale_spill_dirs(timeout_s: float) -> None:

@@ -1,0 +1,129 @@
+"""What the pipeline works on, and the small rules around it: one (scene version, region) job, its output key,
+which of two readings of a key the event meant, and when a failure is really the deadline's.
+
+Kept apart from :mod:`sceneclip.aws.pipeline` so the orchestration reads as orchestration.
+"""
+
+from __future__ import annotations
+
+import resource
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sceneclip.aws.config import Settings
+from sceneclip.aws.events import SceneRef
+from sceneclip.aws.records_table import SourceOrder
+from sceneclip.aws.s3 import SceneObject
+from sceneclip.core.deadline import Deadline, per_call_timeout_s
+from sceneclip.core.gdalenv import CLOUD_READ_OPTIONS
+from sceneclip.core.naming import NameFields
+from sceneclip.core.records import VerificationRecord
+from sceneclip.errors import AmbiguousKeyError, DeadlineExceeded, OutputBusyError, RasterReadError, SceneclipError
+
+
+@dataclass(frozen=True)
+class ClipJob:
+    """One (scene version, region) clip: also the idempotency payload, so every field is plain JSON."""
+
+    bucket: str
+    key: str
+    version_id: str | None
+    etag: str
+    size: int
+    region: str
+    config_hash: str
+    # The boundary store's version: part of the idempotency key, so a rebuilt store re-clips.
+    boundary_version: str = ""
+    last_modified: str | None = None  # the version's LastModified (orders versions without a sequencer)
+    sequencer: str | None = None  # the S3 event's sequencer, when it had one
+
+    @property
+    def scene(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    @property
+    def order(self) -> SourceOrder:
+        return SourceOrder.of(self.last_modified, self.sequencer)
+
+
+def output_key(settings: Settings, job: ClipJob) -> str:
+    """The COG's key from ``SCENECLIP_OUTPUT_KEY`` (:mod:`sceneclip.core.naming`): deterministic, so a retry
+    overwrites its own output and nothing else."""
+    fields = NameFields(prefix=settings.output_prefix, region=job.region, bucket=job.bucket, key=job.key,
+                        date=(job.last_modified or "")[:10] or None, collection=settings.stac_collection)
+    return settings.output_template.render(fields)
+
+
+def in_progress(exc: BaseException) -> bool:
+    """Another invocation is making this very output: our claim found its lease, or Powertools found its
+    in-progress idempotency record. Matched by name so the handler-less paths need not import Powertools'
+    idempotency package (~120 ms)."""
+    return isinstance(exc, OutputBusyError) or type(exc).__name__ == "IdempotencyAlreadyInProgressError"
+
+
+def overlaps(boundary: Any, ds: Any) -> bool:
+    from sceneclip.core.geometry import overlap_with_raster, to_raster_crs
+
+    try:
+        return not overlap_with_raster(to_raster_crs(boundary, ds.crs, tuple(ds.bounds)), tuple(ds.bounds)).is_empty
+    except SceneclipError:
+        return False
+
+
+def pick_by_etag(ref: SceneRef, found: list[SceneObject]) -> SceneObject:
+    """The object an ambiguous event key means: the one whose ETag the event names (its size when the event
+    has no ETag; a single existing candidate when it has neither). No match, or two: permanent, with both seen.
+    """
+    if ref.etag:
+        matching, by = [o for o in found if o.etag == ref.etag], f"the event's ETag {ref.etag}"
+    elif ref.size is not None:
+        matching, by = [o for o in found if o.size == ref.size], f"the event's size {ref.size}"
+    else:
+        matching, by = found, "the event (it names no ETag or size)"
+    if len(matching) == 1:
+        return matching[0]
+    seen = ", ".join(f"{o.key!r} (ETag {o.etag}, {o.size} bytes)" for o in found) or "neither exists"
+    raise AmbiguousKeyError(
+        f"event key {ref.key_as_delivered!r} in s3://{ref.bucket} can be read as {ref.key_as_delivered!r} or "
+        f"{ref.key!r}; {'no' if not matching else 'more than one'} object matches {by} ({seen})"
+        + ("; was it replaced or deleted after the event?" if not matching else "")
+    )
+
+
+def past_deadline(exc: SceneclipError, deadline: Deadline | None) -> SceneclipError:
+    """A read or transient failure caused by the budget is reported as DeadlineExceeded.
+
+    That is: it surfaced once the budget was spent, or it is a timeout while the deadline had shortened the
+    network timeouts (the capped timeout fired; the configured one might not have). Content errors with their
+    own evidence (no overlap, unknown region, ...) are kept as they are.
+    """
+    if deadline is None or isinstance(exc, DeadlineExceeded):
+        return exc
+    if exc.permanent and not isinstance(exc, RasterReadError):
+        return exc
+    base = float(CLOUD_READ_OPTIONS["GDAL_HTTP_TIMEOUT"])
+    capped_timeout = per_call_timeout_s(deadline, base) < base and any(
+        marker in str(exc).lower() for marker in ("timed out", "timeout"))
+    if not (deadline.expired() or capped_timeout):
+        return exc
+    out = deadline.exceeded(f"during a network call capped to fit it ({exc.error_type}: {exc})")
+    out.__cause__ = exc
+    return out
+
+
+def not_reached(exc: DeadlineExceeded, regions: tuple[str, ...]) -> DeadlineExceeded:
+    """The same DeadlineExceeded, naming the regions of the scene that were never started."""
+    if not regions or exc.regions_not_reached:
+        return exc
+    out = DeadlineExceeded(f"{exc}; regions not reached: {', '.join(regions)}", regions_not_reached=regions)
+    out.__cause__ = exc.__cause__
+    return out
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+ClipRunner = Callable[[ClipJob], VerificationRecord]
