@@ -139,7 +139,7 @@ def test_two_containers_racing_on_one_key(stack):
         s3 = boto3.client("s3")
         store = BoundaryStore.load(settings.boundaries, s3_client=s3)
         pipe = ScenePipeline(settings, s3=s3, records=RecordStore(settings.records_table, client=boto3.client("dynamodb")),
-                             store_loader=lambda: store)
+                             store_loader=lambda _s3: store)
         ref = SceneRef(bucket=bucket, key=SCENE_KEY, version_id=version, region="Larimer", sequencer=sequencer)
         start.wait()
         for _ in range(50):  # a transient error (OutputBusyError, a lost claim) is retried, as SQS would redeliver

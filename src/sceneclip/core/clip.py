@@ -21,10 +21,11 @@ from sceneclip.core.geometry import Boundary, no_overlap_error, simplify_for_gri
 from sceneclip.core.limits import check_vertices
 from sceneclip.core.output import ClipOutput, Workspace
 from sceneclip.core.plan import ClipOptions, ClipPlan, RasterInfo, plan_clip
+from sceneclip.core.limits import refuse_unsupported
 from sceneclip.core.records import VerificationRecord, failed_record
 from sceneclip.core.source import open_source
 from sceneclip.core.verify import verify_output
-from sceneclip.errors import NoOverlapError, UnsupportedRasterError, VerificationError, classify, redact
+from sceneclip.errors import NoOverlapError, VerificationError, classify, redact
 
 
 @dataclass
@@ -48,22 +49,6 @@ def plan_for_dataset(src: Any, boundary: Boundary, options: ClipOptions, *, name
         return info, plan_clip(info, shapes, options)
     except NoOverlapError:
         raise no_overlap_error(boundary, name) from None
-
-
-# Data types a COG clip can carry (numpy knows them, GDAL's COG driver writes them, a nodata value fits them).
-SUPPORTED_DTYPES = frozenset({"uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
-                              "float16", "float32", "float64"})
-
-
-def refuse_unsupported(src: Any, name: str) -> None:
-    """Refuse, permanently and by name, a raster whose data type we cannot clip (e.g. ``complex_int16``,
-    which numpy has no type for): without this it fails deep in planning as an unclassified TypeError."""
-    bad = sorted({str(dt) for dt in src.dtypes} - SUPPORTED_DTYPES)
-    if bad:
-        raise UnsupportedRasterError(
-            f"{name} has data type {', '.join(bad)}, which sceneclip cannot clip (supported: real integer and "
-            "float types); convert it first, e.g. `gdal_translate -ot Float32` on the real part"
-        )
 
 
 def clip_to_cog(

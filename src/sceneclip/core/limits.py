@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from sceneclip.errors import LimitExceededError
+from sceneclip.errors import UnsupportedRasterError, LimitExceededError
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -53,8 +53,26 @@ def block_bytes(count: int, block_shape: tuple[int, int], dtype: str) -> int:
     return int(count) * int(rows) * int(cols) * np.dtype(dtype).itemsize
 
 
+# Data types a COG clip can carry (numpy knows them, GDAL's COG driver writes them, a nodata value fits them).
+SUPPORTED_DTYPES = frozenset({"uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
+                              "float16", "float32", "float64"})
+
+
+def refuse_unsupported(src: Any, name: str) -> None:
+    """Refuse, permanently and by name, a raster whose data type we cannot clip (e.g. ``complex_int16``,
+    which numpy has no type for): without this it fails deep in planning as an unclassified TypeError."""
+    bad = sorted({str(dt) for dt in src.dtypes} - SUPPORTED_DTYPES)
+    if bad:
+        raise UnsupportedRasterError(
+            f"{name} has data type {', '.join(bad)}, which sceneclip cannot clip (supported: real integer and "
+            "float types); convert it first, e.g. `gdal_translate -ot Float32` on the real part"
+        )
+
+
 def check_header(ds: Any, name: str, limits: SourceLimits) -> None:
-    """Refuse an open dataset whose header declares more than ``limits`` allow. Reads no pixel."""
+    """Refuse an open dataset whose header declares more than ``limits`` allow (or a data type no clip can
+    carry: numpy has no complex_int16, so sizes could not even be computed). Reads no pixel."""
+    refuse_unsupported(ds, name)
     _refuse("the raster width", int(ds.width), limits.max_side, "SCENECLIP_MAX_RASTER_SIDE", name)
     _refuse("the raster height", int(ds.height), limits.max_side, "SCENECLIP_MAX_RASTER_SIDE", name)
     _refuse("the band count", int(ds.count), limits.max_bands, "SCENECLIP_MAX_BANDS", name)
