@@ -17,15 +17,16 @@ Every request is logged in :attr:`FaultProxy.seen` as ``(method, path, query, fa
 
 from __future__ import annotations
 
-import http.client
 import socket
 import struct
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from urllib.parse import unquote, urlparse
+
+from .proxy_base import ForwardingHandler
 
 
 @dataclass
@@ -91,25 +92,8 @@ class FaultProxy:
         return None
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(ForwardingHandler):
     proxy: FaultProxy
-
-    def log_message(self, *args):  # quiet
-        pass
-
-    def _body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            out = b""
-            while True:
-                size = int(self.rfile.readline().strip().split(b";")[0], 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return out
-                out += self.rfile.read(size)
-                self.rfile.readline()
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
     def _handle(self) -> None:
         body = self._body()
@@ -153,16 +137,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
     def _forward(self, body: bytes):
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("transfer-encoding", "connection")}
-        headers["Content-Length"] = str(len(body))
-        conn = http.client.HTTPConnection(*self.proxy.upstream, timeout=60)
-        try:
-            conn.request(self.command, self.path, body=body, headers=headers)
-            resp = conn.getresponse()
-            data = resp.read()
-            return resp.status, resp.reason, resp.getheaders(), data
-        finally:
-            conn.close()
+        return self._fetch(body, self.proxy.upstream)
 
     do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _handle
 

@@ -14,36 +14,20 @@ Used by the deadline tests and by the load run (``tests/load/load_run.py``).
 
 from __future__ import annotations
 
-import http.client
 import sys
 import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlparse
+
+from .proxy_base import ForwardingHandler
 
 Rule = Callable[[str, str, Any], "tuple[Any, ...] | None"]  # (method, path, headers) -> action
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(ForwardingHandler):
     proxy: LoopbackProxy
-
-    def log_message(self, *args: Any) -> None:  # quiet
-        pass
-
-    def _body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            out = b""
-            while True:
-                size = int(self.rfile.readline().strip().split(b";")[0], 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return out
-                out += self.rfile.read(size)
-                self.rfile.readline()
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
     def _handle(self) -> None:
         body = self._body()
@@ -72,24 +56,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._forward(body)
 
     def _forward(self, body: bytes) -> None:
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("transfer-encoding", "connection")}
-        headers["Content-Length"] = str(len(body))
-        conn = http.client.HTTPConnection(*self.proxy.upstream, timeout=60)
-        try:
-            conn.request(self.command, self.path, body=body, headers=headers)
-            resp = conn.getresponse()
-            data = resp.read()
-        finally:
-            conn.close()
-        self.send_response(resp.status, resp.reason)
-        for k, v in resp.getheaders():
-            if k.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date"):
-                self.send_header(k, v)
-        length = len(data) if self.command != "HEAD" else resp.getheader("Content-Length", "0")
-        self.send_header("Content-Length", str(length))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
+        self._relay(*self._fetch(body, self.proxy.upstream))
 
     do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _handle
 

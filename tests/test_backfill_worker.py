@@ -10,7 +10,6 @@ throttling. Everything else is forwarded untouched.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import signal
@@ -19,7 +18,7 @@ import sys
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -34,6 +33,7 @@ from sceneclip.tools.local import load_template, parameter_defaults, provision
 from sceneclip.aws.worker import Heartbeat, WorkerSummary, run_worker, sqs_event
 
 from .conftest import real
+from .proxy_base import ForwardingHandler
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "archive/"
@@ -43,28 +43,11 @@ VISIBILITY_S = 2
 
 
 # --- a fault-injecting S3 proxy ------------------------------------------------------------------------------
-class _Proxy(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Proxy(ForwardingHandler):
     upstream: tuple[str, int] = ("127.0.0.1", 0)
     fail_paths: frozenset[str] = frozenset()
     failures = 0
     seen: list[tuple[str, str]] = []  # (method, path) of every request, in order
-
-    def log_message(self, *args):  # quiet
-        pass
-
-    def _body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            out = b""
-            while True:
-                size = int(self.rfile.readline().strip().split(b";")[0], 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return out
-                out += self.rfile.read(size)
-                self.rfile.readline()
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
     def _handle(self) -> None:
         body = self._body()
@@ -81,23 +64,7 @@ class _Proxy(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(payload)
             return
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("transfer-encoding", "connection")}
-        headers["Content-Length"] = str(len(body))
-        conn = http.client.HTTPConnection(*self.upstream, timeout=60)
-        try:
-            conn.request(self.command, self.path, body=body, headers=headers)
-            resp = conn.getresponse()
-            data = resp.read()
-        finally:
-            conn.close()
-        self.send_response(resp.status, resp.reason)
-        for k, v in resp.getheaders():
-            if k.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date"):
-                self.send_header(k, v)
-        self.send_header("Content-Length", str(len(data) if self.command != "HEAD" else resp.getheader("Content-Length", "0")))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
+        self._relay(*self._fetch(body, self.upstream))
 
     do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _handle
 
