@@ -7,9 +7,11 @@ The function is reached in several ways, and each wraps "this object was created
   (``{"Type": "Notification", "Message": "<json>"}``) when S3 publishes to a topic the queue subscribes to;
 * an **SNS-triggered Lambda event** (``{"Records": [{"EventSource": "aws:sns", "Sns": {...}}]}``);
 * an **EventBridge** ``Object Created`` event (``{"source": "aws.s3", "detail-type": ..., "detail": {...}}``);
-* a **direct payload** ``{"bucket": ..., "key": ...}`` written by a person, the CLI or the backfill feeder.
+* a **direct payload** ``{"bucket": ..., "key": ...}`` written by a person, the CLI or the backfill feeder;
+* a **STAC Item** (an archive's SNS message body, or a direct invoke), ``{"stac_item": URL}``, or a USGS
+  ``public-c2-notify`` message: an :class:`~sceneclip.aws.stac_events.ItemRef` (:mod:`sceneclip.aws.stac_events`).
 
-Everything after this module sees only ``SceneRef``; nothing downstream knows which trigger fired.
+Everything after this module sees only ``SceneRef`` or ``ItemRef``; nothing downstream knows which trigger fired.
 
 Key encoding, decoded exactly where AWS encodes and nowhere else:
 
@@ -32,7 +34,8 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 from urllib.parse import unquote_plus
 
-from sceneclip.errors import PermanentError
+from sceneclip.aws.stac_events import ItemRef, item_ref
+from sceneclip.errors import InvalidItemError, PermanentError
 
 Origin = Literal["s3", "sns", "eventbridge", "direct"]
 ORIGINS: Final[frozenset[str]] = frozenset({"s3", "sns", "eventbridge", "direct"})
@@ -135,6 +138,9 @@ class SceneRef:
         return message
 
 
+Ref = SceneRef | ItemRef  # what parsing yields: one object, or one STAC Item of many assets
+
+
 # --- public entry points ------------------------------------------------------------------------------------
 def is_sqs_event(event: Any) -> bool:
     """True for a Lambda event delivered by an SQS event source mapping.
@@ -155,7 +161,7 @@ def is_sqs_event(event: Any) -> bool:
 DEFAULT_MAX_RECORDS: Final = 1000
 
 
-def parse_sqs_body(body: str, *, max_records: int = DEFAULT_MAX_RECORDS) -> list[SceneRef]:
+def parse_sqs_body(body: str, *, max_records: int = DEFAULT_MAX_RECORDS) -> list[Ref]:
     """Parse the body of one SQS message (an S3 notification, an SNS envelope, EventBridge or direct)."""
     if not isinstance(body, str):
         raise InvalidEventError(f"SQS body must be a string, got {type(body).__name__}")
@@ -172,7 +178,7 @@ def parse_sqs_body(body: str, *, max_records: int = DEFAULT_MAX_RECORDS) -> list
         ) from None
 
 
-def parse_event(event: dict[str, Any], *, max_records: int = DEFAULT_MAX_RECORDS) -> list[SceneRef]:
+def parse_event(event: dict[str, Any], *, max_records: int = DEFAULT_MAX_RECORDS) -> list[Ref]:
     """Parse a whole Lambda event that is not an SQS batch.
 
     SQS batches are refused here on purpose: the handler must parse each record with :func:`parse_sqs_body`
@@ -183,7 +189,7 @@ def parse_event(event: dict[str, Any], *, max_records: int = DEFAULT_MAX_RECORDS
     return parse_payload(event, max_records=max_records)
 
 
-def parse_payload(payload: dict[str, Any], *, max_records: int = DEFAULT_MAX_RECORDS) -> list[SceneRef]:
+def parse_payload(payload: dict[str, Any], *, max_records: int = DEFAULT_MAX_RECORDS) -> list[Ref]:
     """Turn one payload of any accepted (non-SQS) shape into zero or more scene refs.
 
     Returns ``[]`` for payloads that are valid but ask for no work: the ``s3:TestEvent`` S3 sends when a
@@ -205,7 +211,7 @@ def _refuse_count(count: int, limit: int) -> None:
 
 
 # --- shapes -------------------------------------------------------------------------------------------------
-def _parse(payload: Any, *, via_sns: bool, limit: int) -> list[SceneRef]:
+def _parse(payload: Any, *, via_sns: bool, limit: int) -> list[Ref]:
     if not isinstance(payload, Mapping):
         raise InvalidEventError(f"expected a JSON object, got {type(payload).__name__}: {_truncate(repr(payload))}")
     if payload.get("Event") == _S3_TEST_EVENT:
@@ -218,15 +224,21 @@ def _parse(payload: Any, *, via_sns: bool, limit: int) -> list[SceneRef]:
         return _parse_sns_envelope(payload, limit=limit)
     if payload.get("source") == "aws.s3" and "detail" in payload:
         return _parse_eventbridge(payload)
+    try:
+        stac = item_ref(payload, via_sns=via_sns)
+    except InvalidItemError as exc:  # one message's bad field: the handler drops it like any unparseable event
+        raise InvalidEventError(str(exc)) from None
+    if stac is not None:
+        return [stac]
     if "bucket" in payload and "key" in payload:
         return [_parse_direct(payload)]
     raise InvalidEventError(f"unrecognised event shape: {_describe(payload)}")
 
 
-def _parse_records(records: Any, *, via_sns: bool, limit: int) -> list[SceneRef]:
+def _parse_records(records: Any, *, via_sns: bool, limit: int) -> list[Ref]:
     if not isinstance(records, list):
         raise InvalidEventError(f"'Records' must be a list, got {type(records).__name__}")
-    refs: list[SceneRef] = []
+    refs: list[Ref] = []
     for index, record in enumerate(records):
         if not isinstance(record, Mapping):
             raise InvalidEventError(f"Records[{index}] is not an object: {_truncate(repr(record))}")
@@ -272,7 +284,7 @@ def _parse_s3_record(record: Mapping[str, Any], index: int, *, origin: Origin) -
     )
 
 
-def _parse_sns_envelope(envelope: Mapping[str, Any], *, limit: int) -> list[SceneRef]:
+def _parse_sns_envelope(envelope: Mapping[str, Any], *, limit: int) -> list[Ref]:
     kind = envelope.get("Type")
     if kind != "Notification":
         raise InvalidEventError(f"SNS message of type {kind!r} carries no S3 event (expected 'Notification')")
@@ -285,7 +297,7 @@ def _parse_sns_envelope(envelope: Mapping[str, Any], *, limit: int) -> list[Scen
     return _parse(message, via_sns=True, limit=limit)
 
 
-def _parse_eventbridge(event: Mapping[str, Any]) -> list[SceneRef]:
+def _parse_eventbridge(event: Mapping[str, Any]) -> list[Ref]:
     if event.get("detail-type") != _EVENTBRIDGE_OBJECT_CREATED:
         return []
     detail = _mapping(event, "detail", "EventBridge event")

@@ -25,7 +25,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from sceneclip.core import netstats
 from sceneclip.core.gdalenv import skip_indirection_drivers
 from sceneclip.errors import OutputBusyError, SceneclipError
-from sceneclip.aws.events import InvalidEventError, SceneRef, is_sqs_event, parse_event, parse_sqs_body
+from sceneclip.aws.events import InvalidEventError, Ref, is_sqs_event, parse_event, parse_sqs_body
 from sceneclip.aws.deadline import deadline_from_context, margin_from_env
 
 netstats.enable()  # GDAL reads this once, before its first network access
@@ -126,7 +126,7 @@ def _idempotency(settings: Any, ddb: Any) -> tuple[Any, Any]:
 
     persistence = DynamoDBPersistenceLayer(table_name=settings.idempotency_table, boto3_client=ddb)
     config = IdempotencyConfig(
-        event_key_jmespath="[bucket, key, version_id, etag, region, config_hash, boundary_version]",
+        event_key_jmespath="[bucket, key, version_id, etag, region, config_hash, boundary_version, item_edition]",
         raise_on_no_idempotency_key=True,
         expires_after_seconds=settings.idempotency_ttl_s,
     )
@@ -172,6 +172,8 @@ def _emit_metrics(records: list[Any]) -> None:
                 metrics.add_metric(name="OutputBytes", unit=MetricUnit.Bytes, value=rec.size_bytes)
         elif rec.status == "superseded":  # an older source version: reported, not published, not a failure
             metrics.add_metric(name="ClipSuperseded", unit=MetricUnit.Count, value=1)
+        elif rec.status == "skipped":  # a STAC Item SCENECLIP_STAC_FILTER rejected: nothing was read
+            metrics.add_metric(name="ItemsSkipped", unit=MetricUnit.Count, value=1)
         else:
             metrics.add_metric(name="ClipFailures", unit=MetricUnit.Count, value=1)
             _failure_by_type(rec.error_type or "Unknown")
@@ -193,7 +195,7 @@ def _count_ignored() -> None:
 
 
 @tracer.capture_method
-def process_ref(ref: SceneRef, attempt: int | None = None, context: Any = None) -> list[dict[str, Any]]:
+def process_ref(ref: Ref, attempt: int | None = None, context: Any = None) -> list[dict[str, Any]]:
     """One scene: permanent failures are recorded and returned; transient ones raise (retry).
 
     The scene's regions share the time ``context`` has left (none: no deadline).

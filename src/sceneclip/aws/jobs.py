@@ -37,6 +37,8 @@ class ClipJob:
     boundary_version: str = ""
     last_modified: str | None = None  # the version's LastModified (orders versions without a sequencer)
     sequencer: str | None = None  # the S3 event's sequencer, when it had one
+    # A STAC Item's asset: "<item id>@<updated>" (idempotency key: a republished Item is clipped again); "" otherwise.
+    item_edition: str = ""
 
     @property
     def scene(self) -> str:

@@ -39,7 +39,9 @@ from sceneclip.errors import (
     UnknownRegionError,
     classify,
 )
-from sceneclip.aws.events import SceneRef
+from sceneclip.aws.events import Ref, SceneRef
+from sceneclip.aws.stac_events import ItemRef
+from sceneclip.aws.stac_pipeline import ItemPipeline
 from sceneclip.aws.jobs import (
     ClipJob,
     ClipRunner,
@@ -95,8 +97,19 @@ class ScenePipeline:
         self._scene_s3: Any = s3
         self._regions_after: tuple[str, ...] = ()
         self.completion = completion
+        self.items = ItemPipeline(self)  # STAC Items: many objects per scene, through this pipeline's clip
 
-    def _write(self, record: VerificationRecord) -> None:
+    @property
+    def scene_s3(self) -> Any:
+        """The S3 client of the scene being processed (timeouts fit its deadline)."""
+        return self._scene_s3
+
+    @property
+    def deadline(self) -> Deadline | None:
+        """The scene's deadline (None: no time limit)."""
+        return self._deadline
+
+    def write(self, record: VerificationRecord) -> None:
         """Write the record, then announce it (completion hook: a failed publish is logged, never raised)."""
         self.records.put(record)
         self._announce(record)
@@ -106,24 +119,26 @@ class ScenePipeline:
         if self.completion is not None:
             self.completion.publish(record)
 
-    def _store(self) -> Any:
+    def store(self) -> Any:
         """The boundary store: checked for a new version once per scene, not once per region clip."""
         if self._scene_store is None:
             self._scene_store = self.store_loader(self._scene_s3)
         return self._scene_store
 
     # --- scene level ------------------------------------------------------------------------------------
-    def process(self, ref: SceneRef, *, attempt: int | None = None, deadline: Deadline | None = None) -> list[VerificationRecord]:
-        """Every region of the scene, sharing ``deadline`` (None: no time limit, nothing capped); ``attempt``
-        (SQS ``ApproximateReceiveCount``) goes into failed records."""
+    def process(self, ref: Ref, *, attempt: int | None = None, deadline: Deadline | None = None) -> list[VerificationRecord]:
+        """Every region of the scene (of every selected asset, for a STAC Item), sharing ``deadline`` (None: no
+        time limit, nothing capped); ``attempt`` (SQS ``ApproximateReceiveCount``) goes into failed records."""
         self._scene_store, self._deadline, self._regions_after = None, deadline, ()
         self._scene_s3 = self._s3_for(deadline)
         try:
+            if isinstance(ref, ItemRef):
+                return self.items.process(ref, attempt)
             return self._process(ref, attempt)
         finally:
             self._scene_store, self._deadline, self._scene_s3, self._regions_after = None, None, self.s3, ()
 
-    def _check_deadline(self, stage: str, regions_not_reached: tuple[str, ...] = ()) -> None:
+    def check_deadline(self, stage: str, regions_not_reached: tuple[str, ...] = ()) -> None:
         if self._deadline is not None:
             self._deadline.check(stage, regions_not_reached=regions_not_reached)
 
@@ -131,7 +146,7 @@ class ScenePipeline:
         started = time.perf_counter()
         obj: SceneObject | None = None
         try:
-            self._check_deadline(f"before {ref.uri} was started")
+            self.check_deadline(f"before {ref.uri} was started")
             self.refuse_recursion(ref)
             self.refuse_bucket(ref)
             refuse_unsafe_key(ref.bucket, ref.key)
@@ -142,13 +157,13 @@ class ScenePipeline:
             return [self._scene_failure(ref, obj, exc, started, attempt)]
         out: list[VerificationRecord] = []
         superseded = False
-        version = str(getattr(self._store(), "version", "") or "")
+        version = str(getattr(self.store(), "version", "") or "")
         for i, region in enumerate(regions):
             job = ClipJob(obj.bucket, obj.key, obj.version_id, obj.etag, obj.size, region, self.settings.config_hash,
                           boundary_version=version, last_modified=obj.last_modified, sequencer=ref.sequencer)
             self._regions_after = tuple(regions[i + 1:])
             try:
-                self._check_deadline(f"before region {region} of {obj.uri}", tuple(regions[i:]))
+                self.check_deadline(f"before region {region} of {obj.uri}", tuple(regions[i:]))
                 rec = self.run_job(job, force=ref.force, attempt=attempt)
             except DeadlineExceeded as exc:
                 self._recordnot_reached(job, exc, exc.regions_not_reached or self._regions_after, attempt)
@@ -175,7 +190,7 @@ class ScenePipeline:
                 boundary=BoundaryRef(file=self.settings.boundaries, region=region, content_hash=""),
                 source_etag=job.etag, source_version=job.version_id, config_hash=job.config_hash, attempt=attempt,
             )
-            self._write(rec)
+            self.write(rec)
 
     def _scene_failure(self, ref: SceneRef, obj: SceneObject | None, exc: BaseException, started: float,
                        attempt: int | None) -> VerificationRecord:
@@ -190,7 +205,7 @@ class ScenePipeline:
             source_etag=obj.etag if obj else ref.etag, source_version=obj.version_id if obj else ref.version_id,
             config_hash=self.settings.config_hash, attempt=attempt,
         )
-        self._write(rec)
+        self.write(rec)
         log.warning("scene failed before clipping", extra={"scene": ref.uri, "error_type": rec.error_type,
                                                           "error": rec.error, "transient": rec.transient})
         if not err.permanent:
@@ -277,7 +292,7 @@ class ScenePipeline:
 
     def resolve_regions(self, ref: SceneRef, obj: SceneObject) -> list[str]:
         """The region override of a backfill message; else the key pattern; else every intersecting region."""
-        store = self._store()
+        store = self.store()
         if ref.region:
             store.boundary(ref.region)  # fails early and clearly for an unknown id
             return [ref.region]
@@ -353,14 +368,14 @@ class ScenePipeline:
 
     def _boundary_or_none(self, region: str) -> Any:
         try:
-            return self._store().boundary(region)
+            return self.store().boundary(region)
         except Exception:  # the failure being recorded may be this very lookup
             return None
 
     def clip_region(self, job: ClipJob) -> VerificationRecord:
         """Clip, upload and record one region: the ``ok`` record, or an exception (never a failed record)."""
         started = time.perf_counter()
-        store = self._store()
+        store = self.store()
         boundary = store.boundary(job.region)
         output_key(self.settings, job)  # a template with no value for this job fails before any read
         probe = VerificationRecord(source=job.scene, status="ok", source_etag=job.etag, source_version=job.version_id,
@@ -379,7 +394,7 @@ class ScenePipeline:
             fetched = netstats.snapshot()
         key = output_key(self.settings, job)  # a template with no value for this job fails before any upload
         try:
-            self._check_deadline(f"before uploading region {job.region} of {job.scene}")
+            self.check_deadline(f"before uploading region {job.region} of {job.scene}")
             record = replace(
                 result.record, source=job.scene, bytes_fetched=fetched.bytes_fetched,
                 requests=fetched.requests, peak_memory_mb=peak_rss_mb(),
@@ -394,7 +409,7 @@ class ScenePipeline:
                 "boundary-hash": boundary.content_hash,
             }
             record = self.publisher.publish(record, result.output, Destination(self.settings.output_bucket, key, job.order),
-                                            metadata)
+                                            metadata, stac=not job.item_edition)  # an Item's assets: one Item per region
         finally:
             result.output.close()
         if record.status == "ok":  # written by the publisher: announce it

@@ -71,8 +71,10 @@ class Publisher:
         current = self.records.get(record.source, record.boundary.region or "")
         return current if current and "status" in current and order.older_than(current) else None
 
-    def publish(self, record: VerificationRecord, cog: Any, dest: Destination, metadata: dict[str, str]) -> VerificationRecord:
-        """Upload ``cog`` (a ClipOutput) to ``dest`` and write ``record`` naming it; see the module docstring."""
+    def publish(self, record: VerificationRecord, cog: Any, dest: Destination, metadata: dict[str, str], *,
+                stac: bool = True) -> VerificationRecord:
+        """Upload ``cog`` (a ClipOutput) to ``dest`` and write ``record`` naming it; see the module docstring.
+        ``stac=False``: no Item beside the COG (an archive Item's assets get one Item per region instead)."""
         scene, region = record.source, record.boundary.region or ""
         writer = uuid.uuid4().hex
         state = self.records.claim(scene, region, order=dest.order, writer=writer, lease_s=UPLOAD_LEASE_S)
@@ -82,7 +84,7 @@ class Publisher:
             raise OutputBusyError(f"another clip is writing {dest.uri} for {scene} region {region!r}; retrying after it")
         try:
             record = replace(record, output=dest.uri)
-            item = self._stac_item(record, cog, dest)  # reads the COG: before the upload consumes the file
+            item = self._stac_item(record, cog, dest) if stac else None  # reads the COG: before the upload consumes the file
             sent = upload(self.s3, cog.fileobj(), dest.bucket, dest.key, content_type=COG_CONTENT_TYPE,
                           metadata={**metadata, "sceneclip-version": __version__, "sha256": record.sha256 or ""})
             record = replace(record, output_etag=sent.etag, output_version=sent.version_id)

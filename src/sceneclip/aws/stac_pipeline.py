@@ -1,0 +1,153 @@
+"""A STAC Item → its selected assets → per region: one clip per asset → the region's output Item.
+
+The Item is a scene of many objects (one COG per band). Steps, in order, so that an Item that is filtered out
+or broken costs no pixel read:
+
+1. the Item: carried by the event, or fetched from the S3 URL it named (:mod:`sceneclip.aws.stac_fetch`);
+2. ``SCENECLIP_STAC_FILTER`` on its properties: a rejected Item gets a ``skipped`` record naming the rule,
+   and no asset is opened (not even HEADed);
+3. the assets (``SCENECLIP_STAC_ASSETS``, default every GeoTIFF with the ``data`` role), each refused or
+   HEADed exactly as a scene object is (input buckets only, never an output, safe keys);
+4. the regions, from the first asset's header (the assets of one Item cover one scene);
+5. per region and asset, the scene pipeline's idempotent clip (:meth:`ScenePipeline.run_job`): each asset is
+   a :class:`~sceneclip.aws.jobs.ClipJob` whose idempotency key carries the asset's ETag/version **and** the
+   Item's id + ``updated`` time, so a republished Item is clipped again and a duplicate delivery is not;
+6. when every asset of a region is ``ok``: the region's output STAC Item (:mod:`sceneclip.core.stac_output`).
+
+Failures before any clip (fetch, filter, selection, HEAD, regions) are recorded under the Item's identity
+``stac://collection/id`` and region ``-``; transient ones are raised so the message is retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import time
+from dataclasses import replace
+from typing import Any
+
+from sceneclip.aws.events import SceneRef
+from sceneclip.aws.jobs import ClipJob, output_key, past_deadline
+from sceneclip.aws.records_table import NO_REGION
+from sceneclip.aws.s3 import SceneObject, head_scene, put_json, refuse_unsafe_key
+from sceneclip.aws.stac_events import ItemRef, item_scene
+from sceneclip.aws.stac_fetch import fetch_item
+from sceneclip.core.naming import href_for, slug
+from sceneclip.core.records import BoundaryRef, VerificationRecord, failed_record
+from sceneclip.core.stac_assets import AssetRef, item_version, select_assets
+from sceneclip.core.stac_output import ClippedAsset, region_item, source_href
+from sceneclip.errors import InvalidItemError, classify
+
+log = logging.getLogger("sceneclip.aws.stac_pipeline")
+
+SKIPPED = "skipped"
+FILTERED = "ItemFilteredOut"
+
+
+def item_output_key(prefix: str, region: str, item_id: str) -> str:
+    """Where a region's output Item goes: ``{prefix}{region_slug}/stac-items/{item id}.stac.json`` (under the
+    prefix, beside the region's COGs; one name per source Item and region whatever the COG key template)."""
+    return f"{prefix}{slug(region)}/stac-items/{slug(item_id, keep_slash=False)}.stac.json"
+
+
+class ItemPipeline:
+    """Runs one :class:`ItemRef` through a :class:`~sceneclip.aws.pipeline.ScenePipeline` (``scenes``), whose
+    settings, clients, records table, deadline and idempotent per-object clip it shares."""
+
+    def __init__(self, scenes: Any) -> None:
+        self.scenes = scenes
+        self.settings = scenes.settings
+
+    def process(self, ref: ItemRef, attempt: int | None) -> list[VerificationRecord]:
+        started = time.perf_counter()
+        scene, item, first = ref.uri, None, None
+        try:
+            self.scenes.check_deadline(f"before the STAC Item {ref.uri} was started")
+            item = ref.item if ref.item is not None else fetch_item(self.scenes.scene_s3, ref.href or "", self.settings)
+            scene = item_scene(item)
+            skipped = self._filtered(item, scene, attempt)
+            if skipped is not None:
+                return [skipped]
+            assets = select_assets(item, self.settings.stac.assets or None)
+            objs = [self._head(a, item) for a in assets]
+            first = objs[0]
+            regions = self.scenes.resolve_regions(SceneRef(first.bucket, first.key, region=ref.region), first)
+        except Exception as exc:
+            return [self._failure(scene, ref, first, exc, started, attempt)]
+        return self._clip(item, ref, list(zip(assets, objs)), regions, attempt)
+
+    # --- before any pixel --------------------------------------------------------------------------------
+    def _filtered(self, item: dict[str, Any], scene: str, attempt: int | None) -> VerificationRecord | None:
+        """The ``skipped`` record of an Item the filter rejects (written and announced), else None."""
+        rule = self.settings.stac.filter
+        if rule is None or rule.matches(item):
+            return None
+        rec = VerificationRecord(
+            source=scene, status=SKIPPED, error_type=FILTERED, transient=False, attempt=attempt,
+            error=f"SCENECLIP_STAC_FILTER rule {rule.text!r} rejects STAC Item {item.get('id')!r}; no asset was read",
+            boundary=BoundaryRef(file=self.settings.boundaries, region=NO_REGION, content_hash=""),
+            source_version=item_version(item) or None, config_hash=self.settings.config_hash,
+        )
+        self.scenes.write(rec)
+        log.info("STAC Item filtered out", extra={"scene": scene, "rule": rule.text})
+        return rec
+
+    def _head(self, asset: AssetRef, item: dict[str, Any]) -> SceneObject:
+        """One asset's object, under the scene rules (input bucket, not an output, a key GDAL keeps as is)."""
+        if not asset.bucket or not asset.s3_key:
+            raise InvalidItemError(f"STAC Item {item.get('id')!r}: asset {asset.key!r} is not on S3 ({asset.href[:120]}); "
+                                   "only S3 assets are read")
+        ref = SceneRef(asset.bucket, asset.s3_key)
+        self.scenes.refuse_recursion(ref)
+        self.scenes.refuse_bucket(ref)
+        refuse_unsafe_key(ref.bucket, ref.key)
+        return head_scene(self.scenes.scene_s3, ref.bucket, ref.key)
+
+    def _failure(self, scene: str, ref: ItemRef, obj: SceneObject | None, exc: BaseException, started: float,
+                 attempt: int | None) -> VerificationRecord:
+        """Record a failure before any clip under the Item's identity; raise it when a retry may pass."""
+        err = past_deadline(classify(exc, what=f"preparing the STAC Item {scene}", permanent=InvalidItemError),
+                            self.scenes.deadline)
+        if obj is not None:
+            err = self.scenes.confirm_content_error(err, obj)
+        rec = replace(failed_record(scene, None, err, started=started), attempt=attempt,
+                      boundary=BoundaryRef(file=self.settings.boundaries, region=ref.region or NO_REGION, content_hash=""),
+                      config_hash=self.settings.config_hash)
+        self.scenes.write(rec)
+        log.warning("STAC Item failed before clipping", extra={"scene": scene, "error_type": rec.error_type,
+                                                               "error": rec.error, "transient": rec.transient})
+        if not err.permanent:
+            raise err from exc
+        return rec
+
+    # --- per region ---------------------------------------------------------------------------------------
+    def _clip(self, item: dict[str, Any], ref: ItemRef, assets: list[tuple[AssetRef, SceneObject]],
+              regions: list[str], attempt: int | None) -> list[VerificationRecord]:
+        edition = f"{item['id']}@{item_version(item)}"
+        version = str(getattr(self.scenes.store(), "version", "") or "")
+        out: list[VerificationRecord] = []
+        for region in regions:
+            clips: list[tuple[AssetRef, ClipJob, VerificationRecord]] = []
+            for asset, obj in assets:
+                job = ClipJob(obj.bucket, obj.key, obj.version_id, obj.etag, obj.size, region, self.settings.config_hash,
+                              boundary_version=version, last_modified=obj.last_modified, item_edition=edition)
+                self.scenes.check_deadline(f"before asset {asset.key} of region {region} of {item['id']}")
+                clips.append((asset, job, self.scenes.run_job(job, force=ref.force, attempt=attempt)))
+            out += [rec for _, _, rec in clips]
+            if all(rec.ok for _, _, rec in clips):
+                self._publish_item(item, ref, region, clips)
+        return out
+
+    def _publish_item(self, item: dict[str, Any], ref: ItemRef, region: str,
+                      clips: list[tuple[AssetRef, ClipJob, VerificationRecord]]) -> str:
+        """Write the region's output Item (hrefs relative to it, percent-encoded where needed); returns its key."""
+        item_id = slug(f"{item['id']}-{region}", keep_slash=False)
+        key = item_output_key(self.settings.output_prefix, region, item_id)
+        here = posixpath.dirname(key)
+        assets = [ClippedAsset(asset.key, rec, href_for(posixpath.relpath(output_key(self.settings, job), here)))
+                  for asset, job, rec in clips]
+        doc = region_item(item, assets, region=region, item_id=item_id, source_href=source_href(item, ref.href))
+        put_json(self.scenes.scene_s3, self.settings.output_bucket, key, doc)
+        log.info("output STAC Item written", extra={"scene": item_scene(item), "region": region,
+                                                    "item": f"s3://{self.settings.output_bucket}/{key}"})
+        return key

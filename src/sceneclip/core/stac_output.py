@@ -1,0 +1,130 @@
+"""The output STAC Item of one archive Item clipped to one region: one asset per clipped source asset.
+
+Where :func:`sceneclip.core.stac.make_item` describes one COG, :func:`region_item` describes a scene of many:
+
+* assets keyed as in the source Item (``red``, ``coastal``…), each with the href of its output COG, the
+  clip's ``proj:`` grid (assets of one Item may differ in resolution), ``raster:bands`` whose
+  scale/offset/nodata are the **source** asset's where the source Item declares them (Earth Search's
+  ``scale: 0.0001, offset: -0.1``: the pixel values are the source's, so their meaning is too), and
+  ``file:checksum``/``file:size`` of the COG;
+* the source Item's acquisition properties carried over (datetime, platform, constellation, instruments,
+  ``eo:cloud_cover``, ``s2:*``, ``landsat:*``, ``sentinel:*``, ``view:*``…), which is what a user filters on;
+* geometry = the union of the clips' extents (EPSG:4326);
+* ``derived_from`` links to the source Item and to its collection.
+
+Pure: no network. The pipeline uploads the dict.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pystac
+import shapely
+from shapely.geometry import mapping, shape
+
+from sceneclip import __version__
+from sceneclip.core.records import VerificationRecord
+from sceneclip.core.stac import ASSET_KEY, make_item
+
+# Source properties kept as they are: acquisition and platform facts a catalogue searches on.
+CARRIED = ("datetime", "start_datetime", "end_datetime", "platform", "constellation", "instruments", "mission",
+           "gsd", "eo:cloud_cover", "eo:snow_cover")
+CARRIED_PREFIXES = ("s2:", "landsat:", "sentinel:", "view:", "mgrs:", "grid:")
+EO_SCHEMA = "https://stac-extensions.github.io/eo/v1.1.0/schema.json"
+_BAND_FIELDS = ("scale", "offset", "nodata")
+
+
+@dataclass(frozen=True)
+class ClippedAsset:
+    """One source asset's clip: its key in the source Item, its ``ok`` record and the href to its COG."""
+
+    key: str
+    record: VerificationRecord
+    href: str
+
+
+def carried_properties(source: Mapping[str, Any]) -> dict[str, Any]:
+    """The source Item's properties that describe the acquisition (see :data:`CARRIED`, :data:`CARRIED_PREFIXES`)."""
+    props = source.get("properties") if isinstance(source.get("properties"), Mapping) else {}
+    return {k: v for k, v in props.items() if k in CARRIED or k.startswith(CARRIED_PREFIXES)}
+
+
+def region_item(source: Mapping[str, Any], clips: Sequence[ClippedAsset], *, region: str, item_id: str,
+                source_href: str) -> dict[str, Any]:
+    """The output Item (a JSON-ready dict) for ``clips``, all of one region of the Item ``source``.
+
+    ``source_href`` is where the source Item lives (its ``self`` link, else the URL it was fetched from).
+    """
+    if not clips:
+        raise ValueError(f"no clipped asset for region {region!r} of {source.get('id')!r}")
+    per_asset = [make_item(c.record, cog_href=c.href, source_href=source_href) for c in clips]
+    geometry = _union([i.geometry for i in per_asset])
+    props = carried_properties(source)
+    first = clips[0].record
+    props.update({"created": first.created_at, "sceneclip:region": region,
+                  "sceneclip:boundary_hash": first.boundary.content_hash,
+                  "sceneclip:source_item": source.get("id"), "sceneclip:version": first.sceneclip_version or __version__})
+    if not any(props.get(k) for k in ("datetime", "start_datetime")):
+        props["datetime"] = first.created_at  # an Item without a time (invalid at the source): the clip's
+    props.setdefault("datetime", None)  # with start/end_datetime, STAC wants datetime present and null
+    doc: dict[str, Any] = {
+        "type": "Feature", "stac_version": pystac.get_stac_version(), "id": item_id, "geometry": geometry,
+        "bbox": [round(float(v), 7) for v in shapely.bounds(shape(geometry))], "properties": props,
+        "assets": {c.key: _asset(c, one, source) for c, one in zip(clips, per_asset)},
+    }
+    exts = {e for one in per_asset for e in one.stac_extensions}
+    if any(k.startswith("eo:") for k in props):
+        exts.add(EO_SCHEMA)
+    doc["stac_extensions"] = sorted(exts)
+    doc["links"] = _links(source, source_href)
+    return json.loads(json.dumps(doc, allow_nan=False))
+
+
+def _asset(clip: ClippedAsset, one: pystac.Item, source: Mapping[str, Any]) -> dict[str, Any]:
+    """The per-COG Item's asset, with its grid moved onto the asset and the source's band semantics."""
+    asset = one.assets[ASSET_KEY].to_dict()
+    asset["title"] = f"{clip.key} clipped to {clip.record.boundary.region}"
+    for k, v in one.properties.items():
+        if k.startswith("proj:"):
+            asset[k] = v
+    src_asset = (source.get("assets") or {}).get(clip.key) or {}
+    src_bands = src_asset.get("raster:bands") if isinstance(src_asset, Mapping) else None
+    if isinstance(src_bands, list):
+        for band, src in zip(asset.get("raster:bands", []), src_bands):
+            for name in _BAND_FIELDS:
+                if isinstance(src, Mapping) and name in src:
+                    band[name] = src[name]
+    for name in ("eo:bands", "gsd"):
+        if isinstance(src_asset, Mapping) and name in src_asset:
+            asset[name] = src_asset[name]
+    return asset
+
+
+def _links(source: Mapping[str, Any], source_href: str) -> list[dict[str, Any]]:
+    """``derived_from`` the source Item and its collection (the collection link, else the parent)."""
+    links = [{"rel": "derived_from", "href": source_href, "type": "application/geo+json",
+              "title": f"source STAC Item {source.get('id')}"}]
+    by_rel = {ln.get("rel"): ln.get("href") for ln in source.get("links") or [] if isinstance(ln, Mapping)}
+    collection = by_rel.get("collection") or by_rel.get("parent")
+    if isinstance(collection, str) and collection:
+        links.append({"rel": "derived_from", "href": collection, "type": "application/json",
+                      "title": f"source collection {source.get('collection') or ''}".strip()})
+    return links
+
+
+def _union(geometries: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    geom = shapely.union_all([shape(g) for g in geometries])
+    return json.loads(json.dumps(mapping(shapely.set_precision(geom, 1e-7))))
+
+
+def source_href(source: Mapping[str, Any], fetched_from: str | None) -> str:
+    """Where the source Item lives: its ``self`` link, else ``canonical``, else the URL it was fetched from."""
+    by_rel = {ln.get("rel"): ln.get("href") for ln in source.get("links") or [] if isinstance(ln, Mapping)}
+    for rel in ("self", "canonical"):
+        if isinstance(by_rel.get(rel), str) and by_rel[rel]:
+            return by_rel[rel]
+    return fetched_from or f"stac://{source.get('collection') or '-'}/{source.get('id')}"
