@@ -84,7 +84,7 @@ class ItemPipeline:
             return None
         rec = VerificationRecord(
             source=scene, status=SKIPPED, error_type=FILTERED, transient=False, attempt=attempt,
-            error=f"SCENECLIP_STAC_FILTER rule {rule.text!r} rejects STAC Item {item.get('id')!r}; no asset was read",
+            error=f"STAC Item {item.get('id')!r} does not pass SCENECLIP_STAC_FILTER: {rule.text} (no asset was read)",
             boundary=BoundaryRef(file=self.settings.boundaries, region=NO_REGION, content_hash=""),
             source_version=item_version(item) or None, config_hash=self.settings.config_hash,
         )

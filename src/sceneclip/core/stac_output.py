@@ -77,7 +77,7 @@ def region_item(source: Mapping[str, Any], clips: Sequence[ClippedAsset], *, reg
         "assets": {c.key: _asset(c, one, source) for c, one in zip(clips, per_asset)},
     }
     exts = {e for one in per_asset for e in one.stac_extensions}
-    if any(k.startswith("eo:") for k in props):
+    if any(k.startswith("eo:") for k in props) or any("eo:bands" in a for a in doc["assets"].values()):
         exts.add(EO_SCHEMA)
     doc["stac_extensions"] = sorted(exts)
     doc["links"] = _links(source, source_href)
