@@ -35,7 +35,6 @@ from sceneclip.aws.stac_fetch import fetch_item
 from sceneclip.core.naming import href_for, slug
 from sceneclip.core.records import BoundaryRef, VerificationRecord, failed_record
 from sceneclip.core.stac_assets import AssetRef, item_version, select_assets
-from sceneclip.core.stac_output import ClippedAsset, region_item, source_href
 from sceneclip.errors import InvalidItemError, classify
 
 log = logging.getLogger("sceneclip.aws.stac_pipeline")
@@ -141,6 +140,8 @@ class ItemPipeline:
     def _publish_item(self, item: dict[str, Any], ref: ItemRef, region: str,
                       clips: list[tuple[AssetRef, ClipJob, VerificationRecord]]) -> str:
         """Write the region's output Item (hrefs relative to it, percent-encoded where needed); returns its key."""
+        from sceneclip.core.stac_output import ClippedAsset, region_item, source_href  # pystac: not at cold start
+
         item_id = slug(f"{item['id']}-{region}", keep_slash=False)
         key = item_output_key(self.settings.output_prefix, region, item_id)
         here = posixpath.dirname(key)

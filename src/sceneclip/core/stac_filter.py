@@ -25,7 +25,11 @@ class ItemFilter:
     @classmethod
     def parse(cls, text: str, *, setting: str = "SCENECLIP_STAC_FILTER") -> ItemFilter:
         """Parse and validate ``text``; an invalid expression is a ConfigError naming ``setting``."""
-        import cql2  # imported only when a filter is configured
+        try:
+            import cql2  # imported only when a filter is configured
+        except ImportError as exc:  # not in the geo layer (size): say so at cold start, naming the variable
+            raise ConfigError(f"{setting} is set but the cql2 package is not installed here; add it to a layer "
+                              "or unset the filter") from exc
 
         try:
             expr = cql2.Expr(text)
