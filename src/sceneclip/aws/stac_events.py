@@ -6,8 +6,8 @@ object, an ItemRef is for a scene of many assets):
 * a **STAC Item itself** — the body of Earth Search's SNS messages (delivered through SQS like any SNS-wrapped
   event, or to an SNS-triggered Lambda), or a direct invoke whose payload is an Item;
 * ``{"stac_item": "s3://…" | "https://…"}`` naming an Item document (fetched later, by the pipeline, with a
-  size cap and only from input buckets: :mod:`sceneclip.aws.stac_fetch`); ``region`` and ``force`` as in a
-  direct payload;
+  size cap and only from input buckets: :mod:`sceneclip.aws.stac_fetch`), or ``{"stac_item": {Item}}`` (what
+  ``sceneclip backfill --stac`` sends); ``region`` and ``force`` as in a direct payload;
 * a **USGS ``public-c2-notify`` message** (``{"landsat_product_id", "s3_location"}``): it carries no Item, but
   USGS publishes one beside the bands in that folder (``<product id>_stac.json`` for Level-1,
   ``<product id>_SR_stac.json`` for Level-2 surface reflectance), so it names that document.
@@ -65,8 +65,9 @@ class ItemRef:
         return item_scene(self.item or {})
 
     def to_message(self) -> dict[str, Any]:
-        """The queue message for this ref (backfill): ``{"stac_item": href}``, or the Item itself."""
-        message: dict[str, Any] = {"stac_item": self.href} if self.href is not None else dict(self.item or {})
+        """The queue message for this ref (backfill): ``{"stac_item": href or Item, "region"?, "force"?}``;
+        ``item_ref(ref.to_message())`` gives back an equal ref (same Item, href, region and force)."""
+        message: dict[str, Any] = {"stac_item": self.href if self.href is not None else dict(self.item or {})}
         if self.region is not None:
             message["region"] = self.region
         if self.force:
@@ -90,10 +91,12 @@ def item_ref(payload: Mapping[str, Any], *, via_sns: bool) -> ItemRef | None:
     if is_stac_item(payload):
         return ItemRef(item=dict(payload), origin=origin)
     if "stac_item" in payload:
-        href = payload["stac_item"]
-        if not isinstance(href, str) or not href:
-            raise InvalidItemError(f"'stac_item' must be a URL string, got {str(href)[:80]!r}")
-        return ItemRef(href=href, origin=origin, region=_region(payload), force=_force(payload))
+        named = payload["stac_item"]
+        if is_stac_item(named):  # the backfill's form: the Item itself, with region/force beside it
+            return ItemRef(item=dict(named), origin=origin, region=_region(payload), force=_force(payload))
+        if not isinstance(named, str) or not named:
+            raise InvalidItemError(f"'stac_item' must be a URL string or a STAC Item, got {str(named)[:80]!r}")
+        return ItemRef(href=named, origin=origin, region=_region(payload), force=_force(payload))
     if _USGS_PRODUCT in payload and _USGS_LOCATION in payload:
         return ItemRef(href=usgs_item_href(payload), origin=origin)
     return None

@@ -72,7 +72,7 @@ class ItemPipeline:
             first = objs[0]
             regions = self.scenes.resolve_regions(SceneRef(first.bucket, first.key, region=ref.region), first)
         except Exception as exc:
-            return [self._failure(scene, ref, first, exc, started, attempt)]
+            return [self._failure(scene, ref, first, exc, started, attempt, item)]
         return self._clip(item, ref, list(zip(assets, objs)), regions, attempt)
 
     # --- before any pixel --------------------------------------------------------------------------------
@@ -103,7 +103,7 @@ class ItemPipeline:
         return head_scene(self.scenes.scene_s3, ref.bucket, ref.key)
 
     def _failure(self, scene: str, ref: ItemRef, obj: SceneObject | None, exc: BaseException, started: float,
-                 attempt: int | None) -> VerificationRecord:
+                 attempt: int | None, item: dict[str, Any] | None) -> VerificationRecord:
         """Record a failure before any clip under the Item's identity; raise it when a retry may pass."""
         err = past_deadline(classify(exc, what=f"preparing the STAC Item {scene}", permanent=InvalidItemError),
                             self.scenes.deadline)
@@ -111,7 +111,8 @@ class ItemPipeline:
             err = self.scenes.confirm_content_error(err, obj)
         rec = replace(failed_record(scene, None, err, started=started), attempt=attempt,
                       boundary=BoundaryRef(file=self.settings.boundaries, region=ref.region or NO_REGION, content_hash=""),
-                      config_hash=self.settings.config_hash)
+                      config_hash=self.settings.config_hash,
+                      source_version=(item_version(item) or None) if item is not None else None)  # the edition
         self.scenes.write(rec)
         log.warning("STAC Item failed before clipping", extra={"scene": scene, "error_type": rec.error_type,
                                                                "error": rec.error, "transient": rec.transient})

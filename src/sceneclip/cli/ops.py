@@ -36,8 +36,11 @@ def _echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
-@click.command(context_settings=CONTEXT, short_help="Enqueue every scene under an S3 prefix that is still to do.")
-@click.argument("source", metavar="s3://BUCKET/PREFIX")
+@click.command(context_settings=CONTEXT, short_help="Enqueue every scene under an S3 prefix (or STAC Item) still to do.")
+@click.argument("source", metavar="s3://BUCKET/PREFIX", required=False)
+@click.option("--stac", "stac_items", default=None, metavar="ITEMS",
+              help="Instead of listing a prefix: one message per STAC Item of this ItemCollection, Item or static "
+                   "catalog (a path, s3:// URI or https URL); Items whose selected assets are done are skipped.")
 @click.option("--queue", "queue_url", required=True, help="Work queue URL (the stack output WorkQueueUrl).")
 @click.option("--suffix", "suffixes", multiple=True, default=(".tif", ".tiff"), show_default=True,
               help="Only keys ending with this (case-insensitive); repeat for several.")
@@ -50,9 +53,9 @@ def _echo_json(data: Any) -> None:
 @function_option
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when it is a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
-def backfill(source: str, queue_url: str, suffixes: tuple[str, ...], since: str | None, region: str | None,
-             force: bool, dry_run: bool, env_vars: str | None, function_id: str, progress: bool | None,
-             as_json: bool) -> None:
+def backfill(source: str | None, stac_items: str | None, queue_url: str, suffixes: tuple[str, ...],
+             since: str | None, region: str | None, force: bool, dry_run: bool, env_vars: str | None,
+             function_id: str, progress: bool | None, as_json: bool) -> None:
     """Enqueue one message per scene under s3://BUCKET/PREFIX that has no result yet for the function's configuration.
 
     A scene version (its ETag) is skipped when the records table holds its ok records for the same
@@ -61,21 +64,34 @@ def backfill(source: str, queue_url: str, suffixes: tuple[str, ...], since: str 
     is still missing. Messages are the direct payload the SQS handler accepts: {"bucket", "key", "etag",
     "region"?, "force"?}. Exit status 1 when SQS refused some messages after retries.
 
+    With --stac ITEMS, the messages are {"stac_item": {Item}, "region"?, "force"?}, one per Item of the
+    ItemCollection or catalog; an Item is skipped when every selected asset (SCENECLIP_STAC_ASSETS) is done
+    for its current ETag, or when the filter already skipped this edition of it.
+
     \b
-    Example:
+    Examples:
       sceneclip backfill s3://archive/landsat/ --queue $WORK_QUEUE_URL --since 2026-01-01 --env-vars env.json
+      sceneclip backfill --stac s3://catalogs/s2/items.json --queue $WORK_QUEUE_URL --env-vars env.json
     """
     from sceneclip.aws.backfill import parse_since, run_backfill
     from sceneclip.aws.config import Settings
 
+    if (source is None) == (stac_items is None):
+        fail("give either s3://BUCKET/PREFIX or --stac ITEMS")
     try:
         settings = None
         environment = _environment(env_vars, function_id)
         if not force or environment.get("SCENECLIP_RECORDS_TABLE"):
             settings = Settings.from_env(environment)
-        summary = run_backfill(source, queue_url, settings=settings, suffixes=tuple(s for s in suffixes if s),
-                               since=parse_since(since), region=region, force=force, dry_run=dry_run,
-                               progress=progress)
+        if stac_items is not None:
+            from sceneclip.aws.stac_backfill import run_stac_backfill
+
+            summary = run_stac_backfill(stac_items, queue_url, settings=settings, region=region, force=force,
+                                        dry_run=dry_run)
+        else:
+            summary = run_backfill(source or "", queue_url, settings=settings, suffixes=tuple(s for s in suffixes if s),
+                                   since=parse_since(since), region=region, force=force, dry_run=dry_run,
+                                   progress=progress)
     except SceneclipError as exc:
         fail(str(exc))
     if as_json:
