@@ -110,10 +110,11 @@ def sqs_event(body: str) -> dict:
 
 
 def sns_envelope(item: dict) -> str:
-    """What SQS delivers for a topic subscription without raw message delivery (Earth Search's topic → our queue)."""
-    return json.dumps({"Type": "Notification", "MessageId": str(uuid.uuid4()),
-                       "TopicArn": "arn:aws:sns:us-west-2:123456789012:earth-search-publish", "Message": json.dumps(item),
-                       "Timestamp": "2023-10-09T01:25:30.000Z", "SignatureVersion": "1"})
+    """What SQS delivers for a topic subscription without raw message delivery: the SNS envelope of the captured
+    Earth Search delivery (every field as SNS sent it), carrying this Item as its Message."""
+    sns = dict(load("sns_lambda_event_earthsearch_v0_cirrus_publish_S2B_50SMG_20220524.json")["Records"][0]["Sns"])
+    sns["Message"] = json.dumps(item)
+    return json.dumps(sns)
 
 
 def invoke(event):
@@ -225,6 +226,17 @@ def test_sentinel2_item_as_sns_message_through_sqs(stack, monkeypatch):
     # No per-COG Item beside the asset COGs: the region's Item describes them.
     keys = [o["Key"] for o in stack["s3"].list_objects_v2(Bucket=stack["out"])["Contents"]]
     assert sum(k.endswith(".json") for k in keys) == 1 and sum(k.endswith(".tif") for k in keys) == 3
+
+
+def test_sns_triggered_lambda_event_with_the_item(stack, monkeypatch):
+    """The captured Earth Search delivery as an SNS-triggered Lambda receives it, carrying our rewritten Item."""
+    item = s2_item(stack)
+    use_assets(monkeypatch, ["nir09"])
+    event = load("sns_lambda_event_earthsearch_v0_cirrus_publish_S2B_50SMG_20220524.json")
+    event["Records"][0]["Sns"]["Message"] = json.dumps(item)
+    resp = invoke(event)
+    assert resp["statusCode"] == 200 and [r["status"] for r in resp["results"]] == ["ok"]
+    check_region(stack, item, "Libya", ["nir09"])
 
 
 def test_landsat_usgs_item_direct_invoke_reads_the_s3_alternates(stack, monkeypatch):

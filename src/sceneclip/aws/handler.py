@@ -1,8 +1,8 @@
 """AWS Lambda entry point: wiring only (Powertools' documented handler pattern).
 
 Every trigger — S3 notification, SQS (S3 notification, SNS-wrapped, backfill message), EventBridge, a
-direct ``{"bucket", "key"}`` payload — is normalised to :class:`~sceneclip.aws.events.SceneRef` and handed to
-:class:`~sceneclip.aws.pipeline.ScenePipeline`. Heavy objects (clients, settings, the boundary store, the
+direct ``{"bucket", "key"}`` payload — is normalised to :class:`~sceneclip.aws.events.SceneRef` (a STAC Item
+event to :class:`~sceneclip.aws.stac_events.ItemRef`) and handed to :class:`~sceneclip.aws.pipeline.ScenePipeline`. Heavy objects (clients, settings, the boundary store, the
 idempotent clip) are created on first use as one :class:`App` kept in ``_WARM_START_CACHE`` for warm invocations.
 
 Each scene is budgeted from ``context.get_remaining_time_in_millis()`` (:mod:`sceneclip.aws.deadline`): the
