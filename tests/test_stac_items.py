@@ -56,7 +56,13 @@ def stack(moto_endpoint, monkeypatch):
     store = f"s3://{names['InputBucket']}/boundaries/countries"
     build_store(real("naturalearth_lowres.shp"), "name", store, s3_client=s3)
     seen: list[tuple[str, str]] = []
-    proxy = LoopbackProxy(moto_endpoint, rule=lambda method, path, _h: seen.append((method, path))).start()
+    faults: dict[str, object] = {}  # "rule": (method, path) -> a LoopbackProxy action, set by a test
+
+    def rule(method, path, _headers):
+        seen.append((method, path))
+        return faults["rule"](method, path) if "rule" in faults else None
+
+    proxy = LoopbackProxy(moto_endpoint, rule=rule).start()
     env = {"SCENECLIP_OUTPUT_BUCKET": names["OutputBucket"], "SCENECLIP_OUTPUT_PREFIX": "clipped/",
            "SCENECLIP_BOUNDARIES": store, "SCENECLIP_RECORDS_TABLE": names["RecordsTable"],
            "SCENECLIP_IDEMPOTENCY_TABLE": names["IdempotencyTable"], "SCENECLIP_INPUT_BUCKETS": names["InputBucket"],
@@ -69,7 +75,7 @@ def stack(moto_endpoint, monkeypatch):
     handler._WARM_START_CACHE.clear()
     ddb = boto3.resource("dynamodb")
     yield {"names": names, "s3": s3, "bucket": names["InputBucket"], "out": names["OutputBucket"], "seen": seen,
-           "records": ddb.Table(names["RecordsTable"])}
+           "faults": faults, "records": ddb.Table(names["RecordsTable"])}
     proxy.stop()
     handler._WARM_START_CACHE.clear()
 
@@ -312,3 +318,21 @@ def test_duplicate_delivery_clips_once_and_a_republished_item_again(stack, monke
     invoke(copy.deepcopy(item))
     assert versions() == 2
     check_region(stack, item, "Libya", ["nir09"])
+
+
+def test_output_item_write_failure_is_recorded_and_a_redelivery_writes_it(stack, monkeypatch):
+    item = s2_item(stack)
+    use_assets(monkeypatch, ["nir09"])
+    stack["faults"]["rule"] = lambda m, p: ("status", 503, "SlowDown") if m == "PUT" and "/stac-items/" in p else None
+    body = sns_envelope(item)
+    assert invoke(sqs_event(body)) == {"batchItemFailures": [{"itemIdentifier": "m1"}]}  # retried
+    (failed,) = [r for r in rows(stack) if r["scene"] == f"stac://sentinel-2-l2a/{item['id']}"]
+    assert failed["status"] == "failed" and failed["region"] == "Libya" and failed["transient"] is True
+    assert "stac-items/" in failed["error"] and "SlowDown" in failed["error"]
+    cogs = [o["Key"] for o in stack["s3"].list_objects_v2(Bucket=stack["out"])["Contents"]]
+    assert len(cogs) == 1 and cogs[0].endswith("B09.tif")  # the asset's COG is published (its record is ok)
+    del stack["faults"]["rule"]
+    assert invoke(sqs_event(body)) == {"batchItemFailures": []}
+    check_region(stack, item, "Libya", ["nir09"])
+    versions = stack["s3"].list_object_versions(Bucket=stack["out"])["Versions"]
+    assert sum(v["Key"].endswith(".tif") for v in versions) == 1  # replayed from the idempotency table

@@ -166,7 +166,7 @@ class ScenePipeline:
                 self.check_deadline(f"before region {region} of {obj.uri}", tuple(regions[i:]))
                 rec = self.run_job(job, force=ref.force, attempt=attempt)
             except DeadlineExceeded as exc:
-                self._recordnot_reached(job, exc, exc.regions_not_reached or self._regions_after, attempt)
+                self.record_not_reached(job, exc, exc.regions_not_reached or self._regions_after, attempt)
                 raise
             if rec.ok and not superseded:  # a success of this version + configuration ends its scene-level failure
                 superseded = self._supersede(job)
@@ -181,7 +181,7 @@ class ScenePipeline:
             log.warning("could not delete the superseded scene-level failure", extra={"scene": job.scene, "error": str(exc)})
         return True
 
-    def _recordnot_reached(self, job: ClipJob, exc: DeadlineExceeded, regions: tuple[str, ...],
+    def record_not_reached(self, job: ClipJob, exc: DeadlineExceeded, regions: tuple[str, ...],
                             attempt: int | None) -> None:
         """A transient failed record for each region the deadline left unstarted (backfill and status see them)."""
         for region in regions:

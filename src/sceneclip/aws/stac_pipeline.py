@@ -35,7 +35,7 @@ from sceneclip.aws.stac_fetch import fetch_item
 from sceneclip.core.naming import href_for, slug
 from sceneclip.core.records import BoundaryRef, VerificationRecord, failed_record
 from sceneclip.core.stac_assets import AssetRef, item_version, select_assets
-from sceneclip.errors import InvalidItemError, classify
+from sceneclip.errors import DeadlineExceeded, InvalidItemError, classify
 
 log = logging.getLogger("sceneclip.aws.stac_pipeline")
 
@@ -123,23 +123,51 @@ class ItemPipeline:
     # --- per region ---------------------------------------------------------------------------------------
     def _clip(self, item: dict[str, Any], ref: ItemRef, assets: list[tuple[AssetRef, SceneObject]],
               regions: list[str], attempt: int | None) -> list[VerificationRecord]:
+        """Every (region, asset) clip in order; a region whose assets are all ``ok`` gets its output Item. When the
+        deadline ends the run, every pair not reached gets a transient failed record before it is raised."""
         edition = f"{item['id']}@{item_version(item)}"
         version = str(getattr(self.scenes.store(), "version", "") or "")
+        jobs = [(asset, ClipJob(obj.bucket, obj.key, obj.version_id, obj.etag, obj.size, region,
+                                self.settings.config_hash, boundary_version=version, last_modified=obj.last_modified,
+                                item_edition=edition))
+                for region in regions for asset, obj in assets]
         out: list[VerificationRecord] = []
-        for region in regions:
-            clips: list[tuple[AssetRef, ClipJob, VerificationRecord]] = []
-            for asset, obj in assets:
-                job = ClipJob(obj.bucket, obj.key, obj.version_id, obj.etag, obj.size, region, self.settings.config_hash,
-                              boundary_version=version, last_modified=obj.last_modified, item_edition=edition)
-                self.scenes.check_deadline(f"before asset {asset.key} of region {region} of {item['id']}")
-                clips.append((asset, job, self.scenes.run_job(job, force=ref.force, attempt=attempt)))
-            out += [rec for _, _, rec in clips]
-            if all(rec.ok for _, _, rec in clips):
-                self._publish_item(item, ref, region, clips)
+        for i, (asset, job) in enumerate(jobs):
+            try:
+                out.append(self.scenes.run_job(job, force=ref.force, attempt=attempt))
+            except DeadlineExceeded as exc:
+                for _, later in jobs[i + 1:]:
+                    self.scenes.record_not_reached(later, exc, (later.region,), attempt)
+                raise
+            region_recs = out[-len(assets):]
+            if (i + 1) % len(assets) == 0 and all(rec.ok for rec in region_recs):  # the region's last asset
+                region_jobs = jobs[i + 1 - len(assets):i + 1]
+                failed = self._publish_item(item, ref, job.region,
+                                            [(a, j, rec) for (a, j), rec in zip(region_jobs, region_recs)], attempt)
+                out += [failed] if failed is not None else []
         return out
 
     def _publish_item(self, item: dict[str, Any], ref: ItemRef, region: str,
-                      clips: list[tuple[AssetRef, ClipJob, VerificationRecord]]) -> str:
+                      clips: list[tuple[AssetRef, ClipJob, VerificationRecord]], attempt: int | None) -> VerificationRecord | None:
+        """The region's output Item, written; None when it was. A failure is recorded under the Item and the
+        region (``failed``, the assets' COGs stay: their own records are ``ok``), raised when transient (the
+        redelivery replays the assets from the idempotency table and writes the Item again)."""
+        started = time.perf_counter()
+        try:
+            self._write_item(item, ref, region, clips)
+            return None
+        except Exception as exc:
+            err = classify(exc, what=f"writing the output STAC Item of {item_scene(item)} region {region}")
+            rec = replace(failed_record(item_scene(item), None, err, started=started), attempt=attempt,
+                          boundary=BoundaryRef(file=self.settings.boundaries, region=region, content_hash=""),
+                          config_hash=self.settings.config_hash, source_version=item_version(item) or None)
+            self.scenes.write(rec)
+            if not err.permanent:
+                raise err from exc
+            return rec
+
+    def _write_item(self, item: dict[str, Any], ref: ItemRef, region: str,
+                    clips: list[tuple[AssetRef, ClipJob, VerificationRecord]]) -> str:
         """Write the region's output Item (hrefs relative to it, percent-encoded where needed); returns its key."""
         from sceneclip.core.stac_output import ClippedAsset, region_item, source_href  # pystac: not at cold start
 
