@@ -273,6 +273,8 @@ def test_stac_item_url_is_fetched_from_an_input_bucket_only(stack, monkeypatch):
     resp = invoke({"stac_item": "s3://someone-elses-bucket/items/s2.json"})
     assert resp["results"][0]["error_type"] == "BucketNotAllowedError"
     assert not any("someone-elses-bucket" in p for _, p in stack["seen"][before:])
+    resp = invoke({"stac_item": "https://landsatlook.usgs.gov/stac-server/collections/c/items/i"})  # not S3
+    assert resp["results"][0]["error_type"] == "InvalidItemError" and "not an S3 object URL" in resp["results"][0]["error"]
     use_assets(monkeypatch, ["nir09"], SCENECLIP_MAX_ITEM_BYTES="1000")
     resp = invoke({"stac_item": f"s3://{stack['bucket']}/items/s2.json"})
     (res,) = resp["results"]
