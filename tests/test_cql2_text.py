@@ -132,3 +132,9 @@ def test_the_lambda_path_does_not_need_the_cql2_package():
             "print('cql2' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_dates_compare_with_the_items_utc_date():
+    item = {"properties": {"datetime": "2024-05-01T23:30:00-02:00"}}  # 2024-05-02 01:30 UTC
+    assert ItemFilter.parse("datetime = DATE('2024-05-02')").matches(item)
+    assert not ItemFilter.parse("datetime < DATE('2024-05-02')").matches(item)

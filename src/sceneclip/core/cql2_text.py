@@ -15,7 +15,9 @@ result on the real archive Items):
 Anything else (arithmetic, functions such as ``CASEI`` or ``S_INTERSECTS``, arrays) is refused at parse time
 with a message naming it, never silently mis-evaluated. Evaluation uses SQL's three-valued logic: a missing
 property or a comparison between different types is *unknown*, and an Item passes only when the whole
-expression is *true*.
+expression is *true*. Item datetimes (strings) compare with ``TIMESTAMP`` literals as instants; with a
+``DATE`` literal, the property's UTC date is compared (``datetime = DATE('2024-05-01')`` is true for any time
+that day; the reference implementation answers false to every timestamp-vs-date comparison).
 """
 
 from __future__ import annotations
