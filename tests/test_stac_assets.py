@@ -98,5 +98,5 @@ def test_cql2_filter_on_real_items():
 
 
 def test_invalid_filter_names_the_setting():
-    with pytest.raises(ConfigError, match="SCENECLIP_STAC_FILTER.*not a valid CQL2"):
+    with pytest.raises(ConfigError, match="SCENECLIP_STAC_FILTER.*not a supported CQL2"):
         ItemFilter.parse("eo:cloud_cover <<< 3")

@@ -2,8 +2,12 @@
 
 ``SCENECLIP_STAC_FILTER='"eo:cloud_cover" < 20 AND "s2:processing_baseline" >= '04.00''`` lets a cloudy or
 reprocessed scene be skipped for the price of parsing its announcement. The expression is parsed once (at cold
-start, so a typo fails the deployment's first invocation naming the variable) with ``cql2`` — the CQL2
-reference implementation (Rust, no dependencies) — rather than a hand-written parser of a standard grammar.
+start, so a typo fails the deployment's first invocation naming the variable) by
+:mod:`sceneclip.core.cql2_text` (Basic CQL2 + Advanced Comparison Operators, pure Python, checked against the
+``cql2`` reference implementation in the tests: ``cql2`` itself does not fit the Lambda layer's budget).
+
+Property names resolve in the Item's ``properties``, then among its top-level members (``id``, ``collection``),
+as the reference implementation does.
 """
 
 from __future__ import annotations
@@ -25,26 +29,19 @@ class ItemFilter:
     @classmethod
     def parse(cls, text: str, *, setting: str = "SCENECLIP_STAC_FILTER") -> ItemFilter:
         """Parse and validate ``text``; an invalid expression is a ConfigError naming ``setting``."""
-        try:
-            import cql2  # imported only when a filter is configured
-        except ImportError as exc:  # not in the geo layer (size): say so at cold start, naming the variable
-            raise ConfigError(f"{setting} is set but the cql2 package is not installed here; add it to a layer "
-                              "or unset the filter") from exc
+        from sceneclip.core.cql2_text import Cql2Error, parse
 
         try:
-            expr = cql2.Expr(text)
-            expr.validate()
-        except Exception as exc:  # cql2 raises plain Exception (parse) or its ValidationError
-            reason = " ".join(str(exc).split())
-            raise ConfigError(f"{setting}={text!r} is not a valid CQL2-text expression: {reason}") from exc
+            expr = parse(text)
+        except Cql2Error as exc:
+            raise ConfigError(f"{setting}={text!r} is not a supported CQL2-text expression: {exc}") from exc
         return cls(text=text, _expr=expr)
 
     def matches(self, item: Mapping[str, Any]) -> bool:
         """True when the Item passes. Properties are looked up by name (``eo:cloud_cover``); an Item that
         lacks a compared property does not pass (CQL2's comparison with a missing value is not true)."""
-        doc = dict(item)
-        doc.setdefault("properties", {})
-        try:
-            return bool(self._expr.matches(doc))
-        except Exception:  # a missing property, or a string compared with a number: not admitted
-            return False
+        from sceneclip.core.cql2_text import evaluate
+
+        props = {k: v for k, v in item.items() if k not in ("properties", "assets", "links", "geometry")}
+        props.update(item.get("properties") or {})
+        return evaluate(self._expr, props) is True  # unknown (missing, mismatched types) is not admitted
