@@ -207,6 +207,15 @@ def test_both_captured_sns_deliveries_parse_as_items():
         parse_event({"stac_item": "file:///etc/passwd"})
 
 
+def test_sample_events_are_item_refs():
+    """events/: an Earth Search Item in an SNS envelope through SQS, and a {"stac_item": URL} direct payload."""
+    sqs = json.loads((ROOT / "events" / "sqs-sns-stac-item.json").read_text())
+    (ref,) = parse_sqs_body(sqs["Records"][0]["body"])
+    assert isinstance(ref, ItemRef) and ref.item["id"] == load(S2)["id"] and ref.origin == "sns"
+    (ref,) = parse_event(json.loads((ROOT / "events" / "stac-item.json").read_text()))
+    assert ref.href == "s3://sceneclip-input/items/S2A_13TDE_20231008_0_L2A.json" and ref.item is None
+
+
 def test_stack_true_is_refused_at_cold_start():
     from sceneclip.aws.stac_config import StacSettings
     from sceneclip.errors import ConfigError
