@@ -17,6 +17,7 @@ from sceneclip.core.limits import SourceLimits
 from sceneclip.core.plan import DEFAULT_MEMORY_LIMIT_MB, MIB, ClipOptions
 from sceneclip.core.cog import COG_PROFILES, RESAMPLING_CHOICES
 from sceneclip.core.naming import OutputTemplate
+from sceneclip.aws.sources import RequesterPays
 from sceneclip.errors import ConfigError, InvalidOptionsError
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -139,6 +140,8 @@ class Settings:
     presign_expires_s: int = DEFAULT_PRESIGN_EXPIRES_S
     output_template: OutputTemplate = OutputTemplate.parse(None)
     stac_collection: str | None = None
+    # Source buckets whose reads this account pays for (SCENECLIP_REQUESTER_PAYS); reads only, so not hashed.
+    requester_pays: RequesterPays = field(default_factory=RequesterPays)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -180,6 +183,7 @@ class Settings:
             presign_expires_s=_presign_expiry(env),
             output_template=_output_template(env),
             stac_collection=(env.get("SCENECLIP_STAC_COLLECTION") or "").strip() or None,
+            requester_pays=RequesterPays.parse(env.get("SCENECLIP_REQUESTER_PAYS")),
         )
         try:  # options that cannot be combined fail here, at cold start, not on the first scene
             settings.clip_options()
