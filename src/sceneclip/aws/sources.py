@@ -213,8 +213,10 @@ class SourceBuckets:
 
     def access(self, bucket: str, deadline: Any = None) -> SourceAccess:
         pays = self.requester_pays.applies(bucket)
-        region = bucket_region(self.s3_for(deadline, None), bucket, requester_pays=pays, cache=self.regions)
-        return SourceAccess(bucket, region, pays, self.s3_for(deadline, region))
+        default = self.s3_for(deadline, None)
+        region = bucket_region(default, bucket, requester_pays=pays, cache=self.regions)
+        here = region is None or region == getattr(getattr(default, "meta", None), "region_name", None)
+        return SourceAccess(bucket, region, pays, default if here else self.s3_for(deadline, region))
 
 
 def confirm_requester_pays(err: SceneclipError, access: SourceAccess, key: str,
