@@ -183,6 +183,28 @@ def test_backfill_lists_a_requester_pays_bucket_with_the_payer(stack):
         run_backfill(f"s3://{paying}/scenes/", queue, force=True, dry_run=True, progress=False)
 
 
+def test_backfill_cli_requester_pays_flag_lists_with_the_payer_and_warns(stack):
+    """``--requester-pays`` pays for the listing; the function's configuration does not pay for the reads, so
+    the command says what would go wrong."""
+    from click.testing import CliRunner
+
+    from sceneclip.cli.ops import backfill
+
+    proxy, s3 = stack["proxy"], stack["s3"]
+    paying = _bucket(s3, f"landsat-c2-{stack['sfx']}")
+    proxy.paying.add(paying)
+    proxy.seen.clear()
+    queue = boto3.client("sqs").get_queue_url(QueueName=stack["names"]["WorkQueue"])["QueueUrl"]
+
+    result = CliRunner().invoke(backfill, [f"s3://{paying}/scenes/", "--queue", queue, "--requester-pays",
+                                           "--dry-run", "--no-progress"])
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.splitlines()[0])["key"] == SCENE_KEY
+    assert f"SCENECLIP_REQUESTER_PAYS does not name {paying}" in result.stderr
+    assert [s.payer for s in proxy.to(paying) if "list-type=2" in s.query] == [True]
+
+
 @pytest.mark.parametrize("raw, every, buckets", [
     (None, False, ()), ("", False, ()), ("false", False, ()), ("true", True, ()), ("TRUE", True, ()),
     ("usgs-landsat, sentinel-cogs", False, ("usgs-landsat", "sentinel-cogs")),
