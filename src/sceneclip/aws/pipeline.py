@@ -55,7 +55,7 @@ from sceneclip.aws.completion import CompletionPublisher
 from sceneclip.aws.records_table import NO_REGION, RecordStore
 from sceneclip.aws.publish import Destination, Publisher, superseded_record
 from sceneclip.aws.s3 import TIFF_MAGIC, SceneObject, first_bytes, gdal_source, head_scene, refuse_unsafe_key
-from sceneclip.aws.sources import SourceAccess, SourceBuckets, confirm_requester_pays
+from sceneclip.aws.sources import SourceAccess, SourceBuckets, head_source
 
 log = logging.getLogger("sceneclip.aws.pipeline")
 
@@ -231,19 +231,13 @@ class ScenePipeline:
         event's ETag (or size): HEAD both, take the one that matches, never the one that merely exists."""
         access = self._access(ref.bucket)
         if not ref.key_as_delivered:
-            try:
-                return head_scene(access.s3, ref.bucket, ref.key, ref.version_id, payer=access.payer)
-            except SceneclipError as exc:  # denied: a requester-pays bucket not named in the setting?
-                confirmed = confirm_requester_pays(exc, access, ref.key, ref.version_id)
-                if confirmed is exc:
-                    raise
-                raise confirmed from exc
+            return head_source(access, ref.key, ref.version_id)
         literal = replace(ref, key=ref.key_as_delivered, key_as_delivered=None)
         self.refuse_recursion(literal)
         found: list[SceneObject] = []
         for key in (ref.key, literal.key):
             try:
-                found.append(head_scene(access.s3, ref.bucket, key, ref.version_id, payer=access.payer))
+                found.append(head_source(access, key, ref.version_id))
             except SceneclipError as exc:
                 if not exc.permanent:
                     raise  # a throttled HEAD says nothing about which key is meant: retry

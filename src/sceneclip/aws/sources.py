@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sceneclip.aws.s3 import SceneObject, head_scene
 from sceneclip.errors import DENIED, AccessDeniedError, ConfigError, Evidence, RequesterPaysError, SceneclipError
 
 log = logging.getLogger("sceneclip.aws.sources")
@@ -245,3 +246,15 @@ def confirm_requester_pays(err: SceneclipError, access: SourceAccess, key: str,
     out.evidence = Evidence(DENIED, f"{denied} without {PAYER_HEADER}, allowed with it")  # type: ignore[attr-defined]
     out.__cause__ = err
     return out
+
+
+def head_source(access: SourceAccess, key: str, version_id: str | None = None) -> SceneObject:
+    """HEAD a source object as ``access`` says (region's client, payer); a denial from a requester-pays bucket
+    we do not pay for becomes :class:`RequesterPaysError` (:func:`confirm_requester_pays`)."""
+    try:
+        return head_scene(access.s3, access.bucket, key, version_id, payer=access.payer)
+    except SceneclipError as exc:
+        confirmed = confirm_requester_pays(exc, access, key, version_id)
+        if confirmed is exc:
+            raise
+        raise confirmed from exc
