@@ -122,6 +122,10 @@ def test_requester_pays_clip_sends_the_payer_to_that_bucket_only(stack, monkeypa
     assert to_paying and all(s.payer and s.status < 400 for s in to_paying), [s for s in to_paying if not s.payer]
     assert {s.method for s in to_paying} >= {"HEAD", "GET"}
     assert any(s.by_gdal and s.method == "GET" for s in to_paying)  # GDAL's range reads, not only boto3's
+    from collections import Counter
+
+    print(f"requester-pays clip ({'presigned' if versioned else '/vsis3/'}): requests to the paying bucket "
+          f"{dict(Counter((s.method, 'gdal' if s.by_gdal else 'boto3') for s in to_paying))}")
     others = [s for s in proxy.seen if s.bucket != paying]
     assert {stack["names"]["InputBucket"], stack["names"]["OutputBucket"]} <= {s.bucket for s in others}
     assert not any(s.payer for s in others)

@@ -237,7 +237,8 @@ def confirm_requester_pays(err: SceneclipError, access: SourceAccess, key: str,
         access.s3.head_object(**kwargs)
     except Exception:  # denied with the header too, or unreachable: the first answer stands
         return err
-    denied = getattr(getattr(err, "evidence", None), "detail", "HTTP 403")
+    denied = str(getattr(getattr(err, "evidence", None), "detail", "") or "403")
+    denied = f"HTTP {denied}" if denied.isdigit() else denied  # a HEAD's 403 has no body, so no S3 code
     out = RequesterPaysError(
         f"s3://{access.bucket}/{key}: the bucket is requester-pays: S3 denied the read without "
         f"{PAYER_HEADER} ({denied}) and allowed the same HEAD with it; set {SETTING}={access.bucket} "
