@@ -97,6 +97,7 @@ bench-memory: $(STAMP)  ## peak RSS of a 16384²×3 uint16 clip vs the rasterio.
 
 bench-coldstart: $(STAMP)  ## handler import + init time as a ratio to `import rasterio`
 	$(VPY) benchmarks/bench_coldstart.py
+	@command -v valgrind >/dev/null && $(VPY) benchmarks/count_instructions.py || echo "(instruction counts skipped: valgrind not installed)"
 
 load: $(STAMP)  ## 200 events through moto SQS to `sceneclip worker --concurrency 2`; prints the outcome table
 	$(VPY) tests/load/load_run.py $(LOAD_ARGS)

@@ -273,8 +273,64 @@ def test_eventbridge_rule_pattern(template: dict[str, Any]) -> None:
         {"wildcard": "scenes/*.tiff"},
     ]
     (target,) = rule["Properties"]["Targets"]
-    assert target["Arn"] == {"Fn::GetAtt": ["ClipFunction", "Arn"]}
+    assert target["Arn"] == {"Ref": "ClipFunction.Alias"}
     assert "EventBridgeInvokePermission" in stack.resources
+
+
+# --- SnapStart (issue 13): every trigger invokes the published alias; SnapStart is a parameter ---------------
+def _function_refs(node: Any, path: str = "") -> list[tuple[str, Any]]:
+    """Every place a resource property names ClipFunction (Ref or GetAtt), with where it is."""
+    found: list[tuple[str, Any]] = []
+    if isinstance(node, dict):
+        ref, att = node.get("Ref"), node.get("Fn::GetAtt")
+        if (isinstance(ref, str) and ref.startswith("ClipFunction")) or (isinstance(att, list) and att[0] == "ClipFunction"):
+            found.append((path, node))
+        for key, value in node.items():
+            found += _function_refs(value, f"{path}/{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found += _function_refs(value, f"{path}/{i}")
+    return found
+
+
+@pytest.mark.parametrize("mode", ["s3", "eventbridge", "sqs"])
+def test_every_trigger_invokes_the_published_alias(template: dict[str, Any], mode: str) -> None:
+    stack = Stack(template, TriggerMode=mode)
+    refs = [(where, ref) for name, res in stack.resources.items() if name != "ClipFunctionRole"
+            for where, ref in _function_refs(res, name) if not ref.get("Ref", "").startswith("ClipFunctionRole")]
+    assert refs, "no trigger names the function"
+    assert all(ref == {"Ref": "ClipFunction.Alias"} for _, ref in refs), refs  # never $LATEST
+    assert stack.props("ClipFunction")["AutoPublishAlias"] == "live"
+
+
+@pytest.mark.parametrize("value, apply_on", [("false", "None"), ("true", "PublishedVersions")])
+def test_snapstart_parameter(template: dict[str, Any], value: str, apply_on: str) -> None:
+    stack = Stack(template, SnapStart=value, EphemeralStorage=512)
+    assert stack.props("ClipFunction")["SnapStart"] == {"ApplyOn": apply_on}
+    assert template["Parameters"]["SnapStart"]["Default"] == "false"  # it costs money: opt in
+
+
+def test_snapstart_rule_requires_lambdas_ephemeral_storage_limit(template: dict[str, Any]) -> None:
+    rule = template["Rules"]["SnapStartLimits"]
+    assert rule["RuleCondition"] == {"Fn::Equals": [{"Ref": "SnapStart"}, "true"]}
+    (assertion,) = rule["Assertions"]
+    assert assertion["Assert"] == {"Fn::Equals": [{"Ref": "EphemeralStorage"}, "512"]}
+    assert "512" in assertion["AssertDescription"]
+
+
+def test_linters_pass_with_snapstart_on(tmp_path: Path) -> None:
+    text = TEMPLATE.read_text()
+    markers = [("  SnapStart:\n    Type: String\n    Default: \"false\"\n", '"false"', '"true"'),
+               ("  EphemeralStorage:\n    Type: Number\n    Default: 2048\n", "2048", "512")]
+    for marker, old, new in markers:
+        assert marker in text
+        text = text.replace(marker, marker.replace(f"Default: {old}", f"Default: {new}"))
+    copy = tmp_path / "template.yaml"
+    copy.write_text(text)
+    result = _run([_require("cfn-lint"), str(copy)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    result = _run([_require("sam"), "validate", "--lint", "--template-file", str(copy)])
+    assert result.returncode == 0 and "valid SAM Template" in result.stdout + result.stderr, result.stdout + result.stderr
 
 
 # --- function -----------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from sceneclip.core import netstats
 from sceneclip.core.gdalenv import skip_indirection_drivers
 from sceneclip.errors import OutputBusyError, SceneclipError
 from sceneclip.aws.events import InvalidEventError, SceneRef, is_sqs_event, parse_event, parse_sqs_body
+from sceneclip.aws import snapstart as _snapstart
 from sceneclip.aws.deadline import deadline_from_context, margin_from_env
 
 netstats.enable()  # GDAL reads this once, before its first network access
@@ -67,7 +68,6 @@ def _build_app() -> App:
     import boto3
     from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 
-    from sceneclip.aws.completion import publisher_from_target
     from sceneclip.aws.config import Settings
     from sceneclip.aws.deadline import CappedClients, bookkeeping_config
     from sceneclip.aws.pipeline import ScenePipeline
@@ -86,9 +86,18 @@ def _build_app() -> App:
     pipeline = ScenePipeline(
         settings, s3=s3_clients.for_deadline(None), records=records,
         store_loader=lambda s3: get_store(settings.boundaries, s3_client=s3),
-        idempotent=wrap, completion=publisher_from_target(settings.completion_target), s3_for=s3_clients.for_deadline,
+        idempotent=wrap, completion=_completion(settings.completion_target), s3_for=s3_clients.for_deadline,
     )
     return App(pipeline=pipeline, idempotency=config)
+
+
+def _completion(target: str | None) -> Any:
+    """The completion publisher, or None; its module is imported only when a target is configured."""
+    if not target:
+        return None
+    from sceneclip.aws.completion import publisher_from_target
+
+    return publisher_from_target(target)
 
 
 def _remove_stale_spill_dirs(context: Any) -> None:
@@ -284,3 +293,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
                 logger.warning("transient failure, raising for retry", extra={"error": str(exc)})
             raise
     return {"statusCode": 200, "results": results}
+
+
+# Last, once everything above exists: on SnapStart / provisioned-concurrency INIT, build the app now (it is
+# snapshotted or kept warm) and, under SnapStart, refresh clients and seeds after each restore.
+_snapstart.install(_WARM_START_CACHE, get_app)

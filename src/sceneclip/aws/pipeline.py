@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sceneclip.core import netstats
 from sceneclip.core.clip import clip_to_cog
@@ -51,11 +51,13 @@ from sceneclip.aws.jobs import (
 )
 from sceneclip.core.geometry import raster_footprint
 from sceneclip.core.records import BoundaryRef, VerificationRecord, failed_record
-from sceneclip.aws.completion import CompletionPublisher
 from sceneclip.aws.records_table import NO_REGION, RecordStore
 from sceneclip.aws.publish import Destination, Publisher, superseded_record
 from sceneclip.aws.s3 import TIFF_MAGIC, SceneObject, first_bytes, gdal_source, head_scene, refuse_unsafe_key
 from sceneclip.aws.sources import SourceAccess, SourceBuckets, head_source
+
+if TYPE_CHECKING:  # imported only when a completion target is configured (handler)
+    from sceneclip.aws.completion import CompletionPublisher
 
 log = logging.getLogger("sceneclip.aws.pipeline")
 

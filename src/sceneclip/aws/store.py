@@ -23,7 +23,6 @@ transient (:class:`~sceneclip.errors.SourceUnavailableError` when reading, ``Upl
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import math
@@ -270,6 +269,8 @@ class BoundaryStore:
         return entry
 
     def _unknown_message(self, region: str) -> str:
+        import difflib  # the unknown-region message only
+
         close = difflib.get_close_matches(region, self._ids, n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
         sample = ", ".join(map(repr, self._ids[:5])) + (", ..." if len(self._ids) > 5 else "")
