@@ -148,6 +148,18 @@ class Stack:
                 names = re.findall(r"\$\{([^}]+)\}", arg)
                 if all(n in self.params for n in names):
                     return re.sub(r"\$\{([^}]+)\}", lambda m: str(self.params[m.group(1)]), arg)
+            if fn == "Fn::Sub" and isinstance(arg, list):  # [text, variables]: when every name resolves to text
+                import re
+
+                text, variables = arg
+                values = {**self.params, **{k: self.resolve(v) for k, v in variables.items()}}
+                names = re.findall(r"\$\{([^}]+)\}", text)
+                if all(isinstance(values.get(n), str) for n in names):
+                    return re.sub(r"\$\{([^}]+)\}", lambda m: values[m.group(1)], text)
+            if fn == "Fn::Join":
+                items = self.resolve(arg[1])
+                if isinstance(items, list) and all(isinstance(i, str) for i in items):
+                    return arg[0].join(items)
             if fn == "Fn::Split":
                 text = self.resolve(arg[1])
                 if isinstance(text, str):
@@ -630,3 +642,116 @@ def test_optional_kms_key_and_access_log_bucket(template: dict[str, Any]) -> Non
     kms = [s for s in _statements(stack) if any(a.startswith("kms:") for a in _actions(s))]
     assert [s["Resource"] for s in kms] == [key]  # the function may use that key only
     assert not [s for s in _statements(Stack(template)) if any(a.startswith("kms:") for a in _actions(s))]
+
+
+# --- scenes you don't own (issue 12): external source buckets and SNS topics --------------------------------
+SOURCE_BUCKETS = "usgs-landsat,sentinel-cogs"
+SOURCE_TOPICS = ("arn:aws:sns:us-west-2:608149789419:cirrus-es-prod-publish,"
+                 "arn:aws:sns:eu-central-1:123456789012:landsat-scenes")
+
+
+def _with_defaults(tmp_path: Path, **values: str) -> Path:
+    """A copy of the template whose string parameters default to ``values`` (as a deploy would set them)."""
+    text = TEMPLATE.read_text()
+    for name, value in values.items():
+        marker = f"  {name}:\n    Type: String\n    Default: \"\"\n"
+        assert marker in text, name
+        text = text.replace(marker, marker.replace('Default: ""', f'Default: "{value}"'))
+    copy = tmp_path / "template.yaml"
+    copy.write_text(text)
+    return copy
+
+
+def _source_reads(stack: Stack) -> list[dict[str, Any]]:
+    role = stack.props("ClipFunctionRole")
+    return [s for p in role["Policies"] if p["PolicyName"] == "read-source-buckets" for s in p["PolicyDocument"]["Statement"]]
+
+
+def _subscriptions(stack: Stack) -> dict[str, dict[str, Any]]:
+    return _of_type(stack, "AWS::SNS::Subscription")
+
+
+def _topic_statements(stack: Stack) -> list[dict[str, Any]]:
+    return [s for s in stack.props("WorkQueuePolicy")["PolicyDocument"]["Statement"] if s.get("Sid") == "SourceTopics"]
+
+
+def test_no_source_buckets_or_topics_adds_nothing(template: dict[str, Any]) -> None:
+    stack = Stack(template)
+    assert _source_reads(stack) == [] and _subscriptions(stack) == {} and _topic_statements(stack) == []
+    env = stack.props("ClipFunction")["Environment"]["Variables"]
+    assert env["SCENECLIP_REQUESTER_PAYS"] == ""
+    assert env["SCENECLIP_INPUT_BUCKETS"]["Fn::Sub"][0] == "sceneclip-in-${StackUuid}"
+    reads = [s for s in _statements(stack) if "s3:GetObject" in _actions(s)]
+    assert all("usgs" not in str(s["Resource"]) for s in reads)
+
+
+def test_source_buckets_may_be_read_and_listed_exactly(template: dict[str, Any]) -> None:
+    stack = Stack(template, SourceBuckets=SOURCE_BUCKETS, RequesterPays="usgs-landsat")
+    get, listing = _source_reads(stack)
+    assert _actions(get) == ["s3:GetObject"]
+    assert get["Resource"] == ["arn:aws:s3:::usgs-landsat/*", "arn:aws:s3:::sentinel-cogs/*"]
+    assert _actions(listing) == ["s3:ListBucket"]
+    assert listing["Resource"] == ["arn:aws:s3:::usgs-landsat", "arn:aws:s3:::sentinel-cogs"]
+    env = stack.props("ClipFunction")["Environment"]["Variables"]
+    assert env["SCENECLIP_INPUT_BUCKETS"]["Fn::Sub"][0] == "sceneclip-in-${StackUuid},${SourceBuckets}"
+    assert env["SCENECLIP_REQUESTER_PAYS"] == "usgs-landsat"
+    assert _subscriptions(stack) == {}
+
+
+def test_source_topics_subscribe_the_work_queue_and_only_they_may_send(template: dict[str, Any]) -> None:
+    stack = Stack(template, SourceTopics=SOURCE_TOPICS)
+    topics = SOURCE_TOPICS.split(",")
+    subs = _subscriptions(stack)
+    assert sorted(subs) == ["SourceTopicSubscription1", "SourceTopicSubscription2"]
+    for name, topic in zip(sorted(subs), topics):
+        props = subs[name]["Properties"]
+        assert props["TopicArn"] == topic and props["Region"] == topic.split(":")[3]
+        assert props["Protocol"] == "sqs" and props["Endpoint"] == {"Fn::GetAtt": ["WorkQueue", "Arn"]}
+        assert "RawMessageDelivery" not in props  # SNS envelopes: the SQS handler unwraps them
+    (statement,) = _topic_statements(stack)
+    assert statement["Principal"] == {"Service": "sns.amazonaws.com"} and _actions(statement) == ["sqs:SendMessage"]
+    assert statement["Condition"] == {"ArnEquals": {"aws:SourceArn": topics}}
+    assert _source_reads(stack) == []
+
+
+@pytest.mark.parametrize("value, ok", [
+    ("", True), ("usgs-landsat", True), (SOURCE_BUCKETS, True), ("a.b-c", True),
+    ("usgs-*", False), ("arn:aws:s3:::usgs-landsat", False), ("usgs-landsat, sentinel-cogs", False),
+    ("usgs-landsat,", False), ("Usgs", False),
+])
+def test_source_buckets_pattern(template: dict[str, Any], value: str, ok: bool) -> None:
+    import re
+
+    assert bool(re.fullmatch(template["Parameters"]["SourceBuckets"]["AllowedPattern"], value)) is ok
+
+
+@pytest.mark.parametrize("value, ok", [
+    ("", True), (SOURCE_TOPICS, True), (",".join([TOPIC] * 5), True), (",".join([TOPIC] * 6), False),
+    (TOPIC + ".fifo", False), ("arn:aws:sqs:us-east-1:123456789012:q", False), ("arn:aws:sns:*:123456789012:t", False),
+])
+def test_source_topics_pattern(template: dict[str, Any], value: str, ok: bool) -> None:
+    import re
+
+    assert bool(re.fullmatch(template["Parameters"]["SourceTopics"]["AllowedPattern"], value)) is ok
+
+
+@pytest.mark.parametrize("value, ok", [("", True), ("true", True), ("false", True), ("usgs-landsat,b.c", True),
+                                       ("yes please", False), ("usgs-*", False)])
+def test_requester_pays_parameter_pattern(template: dict[str, Any], value: str, ok: bool) -> None:
+    import re
+
+    assert bool(re.fullmatch(template["Parameters"]["RequesterPays"]["AllowedPattern"], value)) is ok
+
+
+def test_linters_and_checkov_pass_with_source_buckets_and_topics(tmp_path: Path) -> None:
+    copy = _with_defaults(tmp_path, SourceBuckets=SOURCE_BUCKETS, RequesterPays="usgs-landsat",
+                          SourceTopics=SOURCE_TOPICS)
+    result = _run([_require("cfn-lint"), str(copy)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    result = _run([_require("sam"), "validate", "--lint", "--template-file", str(copy)])
+    assert result.returncode == 0 and "valid SAM Template" in result.stdout + result.stderr, result.stdout + result.stderr
+    import json
+
+    result = _run([_checkov(), "-f", str(copy), "--framework", "cloudformation", "--skip-download", "--quiet", "-o", "json"])
+    report = json.loads(result.stdout)
+    assert report["summary"]["failed"] == 0 and report["summary"]["passed"] > 0, report["results"]["failed_checks"]

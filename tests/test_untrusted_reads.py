@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from sceneclip.aws import handler, pipeline
+from sceneclip.aws import handler, sources
 from sceneclip.aws.s3 import METADATA_VALUE_LIMIT, SceneObject, gdal_source, metadata_value
 
 from .conftest import real
@@ -37,14 +37,14 @@ def test_unversioned_object_overwritten_between_head_and_read_is_superseded(stac
     s3, key = stack["s3"], "scenes/race.tif"
     s3.upload_file(SCENE, plain_bucket, key)
     first = s3.head_object(Bucket=plain_bucket, Key=key)["ETag"].strip('"')
-    real_head = pipeline.head_scene
+    real_head = sources.head_scene  # the scene's HEAD (sources.head_source: region's client, payer)
 
     def head_then_overwrite(*args, **kwargs):  # the race: another writer lands right after our HEAD
         obj = real_head(*args, **kwargs)
         s3.upload_file(OTHER, plain_bucket, key)
         return obj
 
-    monkeypatch.setattr(pipeline, "head_scene", head_then_overwrite)
+    monkeypatch.setattr(sources, "head_scene", head_then_overwrite)
     resp = invoke({"bucket": plain_bucket, "key": key, "region": "Larimer"})
     (result,) = resp["results"]
     assert result["status"] == "failed" and result["error_type"] == "SupersededError"

@@ -102,6 +102,14 @@ class AccessDeniedError(ConfigError):
     """
 
 
+class RequesterPaysError(AccessDeniedError):
+    """A requester-pays source bucket read without agreeing to pay (``SCENECLIP_REQUESTER_PAYS`` does not name it).
+
+    Raised only on evidence: S3 denied the request without ``x-amz-request-payer`` and allowed the same HEAD
+    with it. Permanent until the setting changes; then redrive.
+    """
+
+
 class UnsupportedRasterError(PermanentError):
     """The raster opens but cannot be clipped to a COG (e.g. a complex data type)."""
 

@@ -219,10 +219,12 @@ class BackfillSummary:
 
 
 # --- I/O -----------------------------------------------------------------------------------------------------
-def list_objects(s3: Any, bucket: str, prefix: str) -> Iterator[ListedObject]:
-    """Every object under the prefix, page by page (``list_objects_v2`` paginator, 1000 per page)."""
+def list_objects(s3: Any, bucket: str, prefix: str, *, requester_pays: bool = False) -> Iterator[ListedObject]:
+    """Every object under the prefix, page by page (``list_objects_v2`` paginator, 1000 per page); a
+    requester-pays bucket is listed with ``RequestPayer="requester"`` (every page is billed to us)."""
     paginator = s3.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+    payer = {"RequestPayer": "requester"} if requester_pays else {}
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix, **payer):
         for item in page.get("Contents", []):
             yield ListedObject(bucket, item["Key"], str(item.get("ETag", "")).strip('"'), int(item.get("Size", 0)),
                                item["LastModified"])
@@ -287,6 +289,7 @@ def run_backfill(
     force: bool = False,
     dry_run: bool = False,
     progress: bool | None = None,
+    requester_pays: bool = False,
 ) -> BackfillSummary:
     """List ``source`` (``s3://bucket/prefix``) and enqueue every scene still to do on ``queue_url``.
 
@@ -304,6 +307,9 @@ def run_backfill(
         Only objects modified at or after this time.
     progress:
         A progress bar on stderr; None = only when stderr is a terminal.
+    requester_pays:
+        List with ``RequestPayer="requester"`` (``--requester-pays``); also when the function's
+        ``SCENECLIP_REQUESTER_PAYS`` names the bucket, as the function then reads it that way too.
     """
     import boto3
 
@@ -316,7 +322,11 @@ def run_backfill(
         from sceneclip.aws.records_table import RecordStore
 
         records = RecordStore(settings.records_table)
-    s3 = s3 or boto3.client("s3")
+    pays = requester_pays or (settings is not None and settings.requester_pays.applies(bucket))
+    if s3 is None:  # made for the bucket's region: every page goes straight there, not via a redirect
+        from sceneclip.aws.sources import regional_client
+
+        s3 = regional_client(bucket, requester_pays=pays)
     sqs = sqs or boto3.client("sqs")
     config_hash = settings.config_hash if settings is not None else ""
     store_version = _store_version(settings, s3) if settings is not None and not force else None
@@ -341,7 +351,7 @@ def run_backfill(
         batch.clear()
 
     try:
-        for obj in list_objects(s3, bucket, prefix):
+        for obj in list_objects(s3, bucket, prefix, requester_pays=pays):
             summary.listed += 1
             if _ignored(obj, lowered, since, settings):
                 summary.ignored += 1

@@ -18,6 +18,7 @@ from sceneclip.core.plan import DEFAULT_MEMORY_LIMIT_MB, MIB, ClipOptions
 from sceneclip.core.cog import COG_PROFILES, RESAMPLING_CHOICES
 from sceneclip.core.naming import OutputTemplate
 from sceneclip.aws.stac_config import StacSettings
+from sceneclip.aws.sources import RequesterPays
 from sceneclip.errors import ConfigError, InvalidOptionsError
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -141,6 +142,8 @@ class Settings:
     output_template: OutputTemplate = OutputTemplate.parse(None)
     stac_collection: str | None = None
     stac: StacSettings = field(default_factory=StacSettings)  # archive STAC Items (SCENECLIP_STAC_*)
+    # Source buckets whose reads this account pays for (SCENECLIP_REQUESTER_PAYS); reads only, so not hashed.
+    requester_pays: RequesterPays = field(default_factory=RequesterPays)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -183,6 +186,7 @@ class Settings:
             output_template=_output_template(env),
             stac_collection=(env.get("SCENECLIP_STAC_COLLECTION") or "").strip() or None,
             stac=StacSettings.from_env(env),
+            requester_pays=RequesterPays.parse(env.get("SCENECLIP_REQUESTER_PAYS")),
         )
         try:  # options that cannot be combined fail here, at cold start, not on the first scene
             settings.clip_options()

@@ -65,18 +65,19 @@ def capped_config(deadline: Deadline | None) -> Any:
 
 @dataclass
 class CappedClients:
-    """boto3 clients of one service whose timeouts fit a deadline; built lazily, one per (read, attempts) step."""
+    """boto3 clients of one service whose timeouts fit a deadline; built lazily, one per (read, attempts) step
+    and region (None: the function's; a source bucket in another region gets a client made for it)."""
 
     service: str
-    _clients: dict[tuple[int, int], Any] = field(default_factory=dict)  # warm-start cache of this container
+    _clients: dict[tuple[int, int, str | None], Any] = field(default_factory=dict)  # warm-start cache of this container
 
-    def for_deadline(self, deadline: Deadline | None) -> Any:
+    def for_deadline(self, deadline: Deadline | None, region: str | None = None) -> Any:
         import boto3
 
         config = capped_config(deadline)
-        step = (int(config.read_timeout), int(config.retries["max_attempts"]))
+        step = (int(config.read_timeout), int(config.retries["max_attempts"]), region)
         client = self._clients.get(step)
         if client is None:
-            client = boto3.client(self.service, config=config)
+            client = boto3.client(self.service, config=config, **({"region_name": region} if region else {}))
             self._clients[step] = client
         return client

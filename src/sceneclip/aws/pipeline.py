@@ -19,11 +19,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-import rasterio
-
 from sceneclip.core import netstats
 from sceneclip.core.clip import clip_to_cog
-from sceneclip.core.deadline import Deadline, gdal_http_options
+from sceneclip.core.deadline import Deadline
 from sceneclip.aws.config import Settings
 from sceneclip.errors import (
     OutputBusyError,
@@ -53,12 +51,12 @@ from sceneclip.aws.jobs import (
     peak_rss_mb,
     pick_by_etag,
 )
-from sceneclip.core.gdalenv import CLOUD_READ_OPTIONS, gdal_s3_options, non_cached_option
 from sceneclip.core.geometry import raster_footprint
 from sceneclip.core.records import BoundaryRef, VerificationRecord, failed_record
 from sceneclip.aws.records_table import NO_REGION, RecordStore
 from sceneclip.aws.publish import Destination, Publisher, superseded_record
 from sceneclip.aws.s3 import TIFF_MAGIC, SceneObject, first_bytes, gdal_source, head_scene, refuse_unsafe_key
+from sceneclip.aws.sources import SourceAccess, SourceBuckets, head_source
 
 if TYPE_CHECKING:  # imported only when a completion target is configured (handler)
     from sceneclip.aws.completion import CompletionPublisher
@@ -71,8 +69,9 @@ class ScenePipeline:
 
     ``idempotent`` wraps the per-region clip (the handler passes Powertools' ``idempotent_function``);
     it receives and returns a :data:`ClipRunner`, so the wrapped clip stays typed.
-    ``store_loader`` receives the S3 client to use; ``s3_for`` gives the S3 client whose timeouts fit a
-    deadline (default: ``s3`` for every deadline).
+    ``store_loader`` receives the S3 client to use; ``s3_for(deadline, region=None)`` gives the S3 client
+    whose timeouts fit a deadline, made for a region (default: ``s3`` for every deadline and region). Each
+    source bucket is read as its :class:`SourceAccess` says (region, requester-pays).
     """
 
     def __init__(
@@ -84,7 +83,7 @@ class ScenePipeline:
         store_loader: Callable[[Any], Any],
         idempotent: Callable[[ClipRunner], ClipRunner] | None = None,
         completion: CompletionPublisher | None = None,
-        s3_for: Callable[[Deadline | None], Any] | None = None,
+        s3_for: Callable[..., Any] | None = None,
     ) -> None:
         self.settings = settings
         self.s3 = s3
@@ -92,12 +91,14 @@ class ScenePipeline:
         self.store_loader = store_loader
         self.publisher = Publisher(s3, records, write_stac=settings.write_stac)
         self._clip_once: ClipRunner = idempotent(self.clip_region) if idempotent else self.clip_region
-        self._s3_for = s3_for or (lambda _deadline: s3)
+        self._s3_for = s3_for or (lambda _deadline, _region=None: s3)
+        self.sources = SourceBuckets(settings.requester_pays, self._s3_for)
         # Per scene (reset by process): the store as checked once, the deadline, its S3 client, regions after this one.
         self._scene_store: Any = None
         self._deadline: Deadline | None = None
         self._scene_s3: Any = s3
         self._regions_after: tuple[str, ...] = ()
+        self._source: SourceAccess | None = None  # the scene's bucket: region, payer, client
         self.completion = completion
         self.items = ItemPipeline(self)  # STAC Items: many objects per scene, through this pipeline's clip
 
@@ -131,7 +132,7 @@ class ScenePipeline:
     def process(self, ref: Ref, *, attempt: int | None = None, deadline: Deadline | None = None) -> list[VerificationRecord]:
         """Every region of the scene (of every selected asset, for a STAC Item), sharing ``deadline`` (None: no
         time limit, nothing capped); ``attempt`` (SQS ``ApproximateReceiveCount``) goes into failed records."""
-        self._scene_store, self._deadline, self._regions_after = None, deadline, ()
+        self._scene_store, self._deadline, self._regions_after, self._source = None, deadline, (), None
         self._scene_s3 = self._s3_for(deadline)
         try:
             if isinstance(ref, ItemRef):
@@ -139,6 +140,13 @@ class ScenePipeline:
             return self._process(ref, attempt)
         finally:
             self._scene_store, self._deadline, self._scene_s3, self._regions_after = None, None, self.s3, ()
+            self._source = None
+
+    def access(self, bucket: str) -> SourceAccess:
+        """How the scene's bucket is read (its region looked up once per container), kept for the scene."""
+        if self._source is None or self._source.bucket != bucket:
+            self._source = self.sources.access(bucket, self._deadline)
+        return self._source
 
     def check_deadline(self, stage: str, regions_not_reached: tuple[str, ...] = ()) -> None:
         if self._deadline is not None:
@@ -221,7 +229,8 @@ class ScenePipeline:
         if getattr(getattr(err, "evidence", None), "kind", None) != CONTENT:
             return err
         try:
-            head = first_bytes(self._scene_s3, obj)
+            access = self.access(obj.bucket)
+            head = first_bytes(access.s3, obj, payer=access.payer)
         except SceneclipError as exc:
             return exc if exc.permanent else SourceUnavailableError(f"{err} — but its first bytes could not be re-read ({exc})")
         if head.startswith(TIFF_MAGIC):
@@ -237,14 +246,15 @@ class ScenePipeline:
     def _head(self, ref: SceneRef) -> SceneObject:
         """HEAD the scene. A key with two readings (EventBridge: ``+`` as plus or as space) is resolved by the
         event's ETag (or size): HEAD both, take the one that matches, never the one that merely exists."""
+        access = self.access(ref.bucket)
         if not ref.key_as_delivered:
-            return head_scene(self._scene_s3, ref.bucket, ref.key, ref.version_id)
+            return head_source(access, ref.key, ref.version_id)
         literal = replace(ref, key=ref.key_as_delivered, key_as_delivered=None)
         self.refuse_recursion(literal)
         found: list[SceneObject] = []
         for key in (ref.key, literal.key):
             try:
-                found.append(head_scene(self._scene_s3, ref.bucket, key, ref.version_id))
+                found.append(head_source(access, key, ref.version_id))
             except SceneclipError as exc:
                 if not exc.permanent:
                     raise  # a throttled HEAD says nothing about which key is meant: retry
@@ -280,7 +290,8 @@ class ScenePipeline:
         if obj.version_id or not isinstance(exc, (RasterReadError, SupersededError, SourceUnavailableError)):
             return exc
         try:
-            now = head_scene(self._scene_s3, obj.bucket, obj.key).etag
+            access = self.access(obj.bucket)
+            now = head_scene(access.s3, obj.bucket, obj.key, payer=access.payer).etag
         except SceneclipError:
             return exc
         if now == obj.etag:
@@ -308,8 +319,9 @@ class ScenePipeline:
             region = match.group("region")
             store.boundary(region)
             return [region]
-        path, extra = gdal_source(self._scene_s3, obj, expires_s=self.settings.presign_expires_s)
-        with rasterio.Env(**self._gdal_env(obj.bucket, extra)):
+        access = self.access(obj.bucket)
+        path, extra = gdal_source(access.s3, obj, expires_s=self.settings.presign_expires_s, payer=access.payer)
+        with access.rasterio_env(extra, self._deadline):
             from sceneclip.core.source import open_source
 
             with open_source(path, obj.uri, drivers=self.settings.allowed_drivers, limits=self.settings.limits) as ds:
@@ -387,8 +399,9 @@ class ScenePipeline:
         if newer is not None:  # an older delivery: do not even clip
             return superseded_record(probe, job.order, newer)
         obj = SceneObject(job.bucket, job.key, job.version_id, job.etag, job.size)
-        path, extra = gdal_source(self._scene_s3, obj, expires_s=self.settings.presign_expires_s)
-        with rasterio.Env(**self._gdal_env(job.bucket, extra)):
+        access = self.access(job.bucket)
+        path, extra = gdal_source(access.s3, obj, expires_s=self.settings.presign_expires_s, payer=access.payer)
+        with access.rasterio_env(extra, self._deadline):
             netstats.clear_curl_cache()
             netstats.reset()
             result = clip_to_cog(path, boundary, self.settings.clip_options(), name=job.scene,
@@ -419,11 +432,3 @@ class ScenePipeline:
         log.info("clip ok", extra={"scene": job.scene, "region": job.region, "output": record.output,
                                    "bytes_fetched": record.bytes_fetched, "valid_fraction": record.valid_fraction})
         return record
-
-    def _gdal_env(self, bucket: str, extra: dict[str, str]) -> dict[str, Any]:
-        opts = gdal_s3_options()
-        opts.update(gdal_http_options(self._deadline, CLOUD_READ_OPTIONS))  # no call may outlive the budget
-        opts.update(non_cached_option(bucket))
-        # The .tif/.tiff URL rule stays on for presigned URLs too: GDAL tests the path before the query string.
-        opts.update(extra)
-        return opts

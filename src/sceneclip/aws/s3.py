@@ -45,10 +45,12 @@ class SceneObject:
         return f"s3://{self.bucket}/{self.key}"
 
 
-def head_scene(s3: Any, bucket: str, key: str, version_id: str | None = None) -> SceneObject:
+def head_scene(s3: Any, bucket: str, key: str, version_id: str | None = None, *,
+               payer: dict[str, str] | None = None) -> SceneObject:
+    """HEAD the object (``payer``: ``{"RequestPayer": "requester"}`` for a requester-pays bucket)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, **(payer or {})}
     if version_id and version_id != "null":
         kwargs["VersionId"] = version_id
     try:
@@ -95,17 +97,20 @@ def refuse_unsafe_key(bucket: str, key: str) -> None:
         )
 
 
-def gdal_source(s3: Any, obj: SceneObject, *, expires_s: int = 900) -> tuple[str, dict[str, str]]:
+def gdal_source(s3: Any, obj: SceneObject, *, expires_s: int = 900,
+                payer: dict[str, str] | None = None) -> tuple[str, dict[str, str]]:
     """(path GDAL opens, extra GDAL options), pinned to exactly the object the event announced.
 
     A versioned object is read through a presigned URL of that version (/vsis3/ cannot name a version). An
     unversioned one is read with ``If-Match: <etag>`` on every request, so an overwrite between the HEAD and
     the last range read fails (412 → SupersededError) instead of mixing two objects; its path is /vsis3/
     unless the key holds characters that path syntax reinterprets, then a presigned URL of exactly the key.
-    Presigned URLs live ``expires_s`` (the function's timeout), not an hour.
+    Presigned URLs live ``expires_s`` (the function's timeout), not an hour. With ``payer`` (requester-pays)
+    the URL carries ``x-amz-request-payer=requester`` in its query, the form S3 documents for signed URLs;
+    /vsis3/ reads get ``AWS_REQUEST_PAYER`` from the open's environment instead.
     """
     refuse_unsafe_key(obj.bucket, obj.key)
-    params: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key}
+    params: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key, **(payer or {})}
     extra: dict[str, str] = {}
     if obj.version_id:
         params["VersionId"] = obj.version_id
@@ -175,9 +180,9 @@ def _multipart(s3: Any, first: bytes, fileobj: Any, args: dict[str, Any], part_s
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, both byte orders
 
 
-def first_bytes(s3: Any, obj: SceneObject, n: int = 16) -> bytes:
+def first_bytes(s3: Any, obj: SceneObject, n: int = 16, *, payer: dict[str, str] | None = None) -> bytes:
     """The object's first ``n`` bytes (one ranged GET of exactly the version read); raises typed errors."""
-    kwargs: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key, "Range": f"bytes=0-{n - 1}"}
+    kwargs: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key, "Range": f"bytes=0-{n - 1}", **(payer or {})}
     if obj.version_id:
         kwargs["VersionId"] = obj.version_id
     try:

@@ -29,7 +29,8 @@ from typing import Any
 from sceneclip.aws.events import SceneRef
 from sceneclip.aws.jobs import ClipJob, output_key, past_deadline
 from sceneclip.aws.records_table import NO_REGION
-from sceneclip.aws.s3 import SceneObject, head_scene, put_json, refuse_unsafe_key
+from sceneclip.aws.s3 import SceneObject, put_json, refuse_unsafe_key
+from sceneclip.aws.sources import head_source
 from sceneclip.aws.stac_events import ItemRef, item_scene
 from sceneclip.aws.stac_fetch import fetch_item
 from sceneclip.core.naming import href_for, slug
@@ -100,7 +101,8 @@ class ItemPipeline:
         self.scenes.refuse_recursion(ref)
         self.scenes.refuse_bucket(ref)
         refuse_unsafe_key(ref.bucket, ref.key)
-        return head_scene(self.scenes.scene_s3, ref.bucket, ref.key)
+        # the asset bucket's region and payer, and the requester-pays diagnosis, as for a scene
+        return head_source(self.scenes.access(ref.bucket), ref.key)
 
     def _failure(self, scene: str, ref: ItemRef, obj: SceneObject | None, exc: BaseException, started: float,
                  attempt: int | None, item: dict[str, Any] | None) -> VerificationRecord:

@@ -49,13 +49,16 @@ def _echo_json(data: Any) -> None:
                                              "this region's record counts as done.")
 @click.option("--force", is_flag=True, help="Enqueue every scene, done or not, with \"force\": true (bypasses idempotency).")
 @click.option("--dry-run", is_flag=True, help="List what would be enqueued; send nothing.")
+@click.option("--requester-pays", is_flag=True,
+              help="List a requester-pays bucket, paying for the listing (implied when the function's "
+                   "SCENECLIP_REQUESTER_PAYS names the bucket; the function needs that setting to read it).")
 @env_vars_option
 @function_option
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when it is a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def backfill(source: str | None, stac_items: str | None, queue_url: str, suffixes: tuple[str, ...],
-             since: str | None, region: str | None, force: bool, dry_run: bool, env_vars: str | None,
-             function_id: str, progress: bool | None, as_json: bool) -> None:
+             since: str | None, region: str | None, force: bool, dry_run: bool, requester_pays: bool,
+             env_vars: str | None, function_id: str, progress: bool | None, as_json: bool) -> None:
     """Enqueue one message per scene under s3://BUCKET/PREFIX that has no result yet for the function's configuration.
 
     A scene version (its ETag) is skipped when the records table holds its ok records for the same
@@ -89,9 +92,10 @@ def backfill(source: str | None, stac_items: str | None, queue_url: str, suffixe
             summary = run_stac_backfill(stac_items, queue_url, settings=settings, region=region, force=force,
                                         dry_run=dry_run)
         else:
+            _warn_unpaid_reads(source or "", settings, requester_pays)
             summary = run_backfill(source or "", queue_url, settings=settings, suffixes=tuple(s for s in suffixes if s),
                                    since=parse_since(since), region=region, force=force, dry_run=dry_run,
-                                   progress=progress)
+                                   progress=progress, requester_pays=requester_pays)
     except SceneclipError as exc:
         fail(str(exc))
     if as_json:
@@ -104,6 +108,16 @@ def backfill(source: str | None, stac_items: str | None, queue_url: str, suffixe
             click.echo(f"sceneclip: not enqueued: {failure['key']}: {failure['code']} {failure['message']}", err=True)
         click.echo(summary.line(), err=True)
     raise SystemExit(summary.exit_code)
+
+
+def _warn_unpaid_reads(source: str, settings: Any, requester_pays: bool) -> None:
+    """--requester-pays lists the bucket; if the function will not pay to read it, each scene would fail."""
+    from sceneclip.aws.backfill import parse_s3_uri
+
+    bucket = parse_s3_uri(source)[0]
+    if requester_pays and settings is not None and not settings.requester_pays.applies(bucket):
+        click.echo(f"sceneclip: warning: the function's SCENECLIP_REQUESTER_PAYS does not name {bucket}: "
+                   "its reads of these scenes will fail (RequesterPaysError) until it does", err=True)
 
 
 @click.command(context_settings=CONTEXT, short_help="Process the work queue here with the Lambda's handler.")
