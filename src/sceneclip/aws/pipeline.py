@@ -25,15 +25,9 @@ from sceneclip.core.deadline import Deadline
 from sceneclip.aws.config import Settings
 from sceneclip.errors import (
     OutputBusyError,
-    CONTENT,
     DeadlineExceeded,
     NoOverlapError,
-    RasterReadError,
-    BucketNotAllowedError,
-    RecursionRefusedError,
     SceneclipError,
-    SourceUnavailableError,
-    SupersededError,
     UnknownRegionError,
     classify,
 )
@@ -55,7 +49,14 @@ from sceneclip.core.geometry import raster_footprint
 from sceneclip.core.records import BoundaryRef, VerificationRecord, failed_record
 from sceneclip.aws.records_table import NO_REGION, RecordStore
 from sceneclip.aws.publish import Destination, Publisher, superseded_record
-from sceneclip.aws.s3 import TIFF_MAGIC, SceneObject, first_bytes, gdal_source, head_scene, refuse_unsafe_key
+from sceneclip.aws.s3 import SceneObject, gdal_source, refuse_unsafe_key
+from sceneclip.aws.admission import (
+    confirm_content_error,
+    refuse_bucket,
+    refuse_changed,
+    refuse_recursion,
+    superseded_by_overwrite,
+)
 from sceneclip.aws.sources import SourceAccess, SourceBuckets, head_source
 
 if TYPE_CHECKING:  # imported only when a completion target is configured (handler)
@@ -157,11 +158,11 @@ class ScenePipeline:
         obj: SceneObject | None = None
         try:
             self.check_deadline(f"before {ref.uri} was started")
-            self.refuse_recursion(ref)
-            self.refuse_bucket(ref)
+            refuse_recursion(self.settings, ref)
+            refuse_bucket(self.settings, ref)
             refuse_unsafe_key(ref.bucket, ref.key)
             obj = self._head(ref)
-            self.refuse_changed(ref, obj)
+            refuse_changed(ref, obj)
             regions = self.resolve_regions(ref, obj)
         except Exception as exc:
             return [self._scene_failure(ref, obj, exc, started, attempt)]
@@ -207,7 +208,7 @@ class ScenePipeline:
         """Record a failure before any region clip (HEAD, key resolution, region lookup); raise it if transient."""
         err = past_deadline(classify(exc, what=f"preparing {ref.uri}"), self._deadline)
         if obj is not None:
-            err = self.confirm_content_error(err, obj)
+            err = confirm_content_error(err, obj, lambda: self.access(obj.bucket))
         # When the HEAD worked, record the version actually seen (backfill matches records on ETag).
         rec = replace(
             failed_record(ref.uri, None, err, started=started),
@@ -222,27 +223,6 @@ class ScenePipeline:
             raise err from exc
         return rec
 
-    def confirm_content_error(self, err: SceneclipError, obj: SceneObject) -> SceneclipError:
-        """GDAL's "not recognized as a supported format" is evidence only when GDAL got the bytes: a 503 on the
-        header read (after a good size probe) produces the same words and no HTTP error. So check the object's
-        first bytes with one GET: not a TIFF → permanent, saying so; a TIFF, or the GET fails → transient."""
-        if getattr(getattr(err, "evidence", None), "kind", None) != CONTENT:
-            return err
-        try:
-            access = self.access(obj.bucket)
-            head = first_bytes(access.s3, obj, payer=access.payer)
-        except SceneclipError as exc:
-            return exc if exc.permanent else SourceUnavailableError(f"{err} — but its first bytes could not be re-read ({exc})")
-        if head.startswith(TIFF_MAGIC):
-            return SourceUnavailableError(f"{obj.uri} is a TIFF (magic {head[:4]!r}) yet GDAL could not read it: "
-                                          f"an incomplete fetch, will retry ({err})")
-        # The bytes seen go to the log, not the message: equal causes keep equal messages for `sceneclip status`.
-        log.info("not a TIFF header", extra={"scene": obj.uri, "first_bytes": repr(head[:8])})
-        what = "it is empty" if not head else "its first bytes are not a TIFF header"
-        confirmed = type(err)(f"{err} (confirmed: {what})")
-        confirmed.evidence = err.evidence  # type: ignore[attr-defined]
-        return confirmed
-
     def _head(self, ref: SceneRef) -> SceneObject:
         """HEAD the scene. A key with two readings (EventBridge: ``+`` as plus or as space) is resolved by the
         event's ETag (or size): HEAD both, take the one that matches, never the one that merely exists."""
@@ -250,7 +230,7 @@ class ScenePipeline:
         if not ref.key_as_delivered:
             return head_source(access, ref.key, ref.version_id)
         literal = replace(ref, key=ref.key_as_delivered, key_as_delivered=None)
-        self.refuse_recursion(literal)
+        refuse_recursion(self.settings, literal)
         found: list[SceneObject] = []
         for key in (ref.key, literal.key):
             try:
@@ -259,49 +239,6 @@ class ScenePipeline:
                 if not exc.permanent:
                     raise  # a throttled HEAD says nothing about which key is meant: retry
         return pick_by_etag(ref, found)
-
-    def refuse_recursion(self, ref: SceneRef) -> None:
-        """Our own outputs must never be clipped again (same bucket, or an event misrouted to us)."""
-        if self.settings.is_output(ref.bucket, ref.key):
-            raise RecursionRefusedError(
-                f"{ref.uri} is under the output location s3://{self.settings.output_bucket}/{self.settings.output_prefix}; "
-                "refusing to clip an output (it would loop). Exclude the output prefix from the trigger."
-            )
-
-    def refuse_bucket(self, ref: SceneRef) -> None:
-        """Only input buckets are read: the worker runs with an operator's credentials, which reach more."""
-        if not self.settings.input_bucket_allowed(ref.bucket):
-            raise BucketNotAllowedError(
-                f"{ref.uri}: bucket {ref.bucket!r} is not an input bucket (SCENECLIP_INPUT_BUCKETS="
-                f"{','.join(self.settings.input_buckets)}); add it there to clip its objects"
-            )
-
-    @staticmethod
-    def refuse_changed(ref: SceneRef, obj: SceneObject) -> None:
-        """An unversioned key whose ETag is no longer the event's holds another object: that one has its own event."""
-        if not ref.version_id and not obj.version_id and ref.etag and obj.etag and ref.etag != obj.etag:
-            raise SupersededError(
-                f"{obj.uri} was overwritten after the event: the event announced ETag {ref.etag}, the bucket now "
-                f"holds ETag {obj.etag}; the newer object's own event clips it"
-            )
-
-    def _superseded(self, exc: SceneclipError, obj: SceneObject) -> SceneclipError:
-        """A failed read of an unversioned object: if the key now holds another ETag, say so (permanent)."""
-        if obj.version_id or not isinstance(exc, (RasterReadError, SupersededError, SourceUnavailableError)):
-            return exc
-        try:
-            access = self.access(obj.bucket)
-            now = head_scene(access.s3, obj.bucket, obj.key, payer=access.payer).etag
-        except SceneclipError:
-            return exc
-        if now == obj.etag:
-            return exc
-        err = SupersededError(
-            f"{obj.uri} was overwritten while it was read (If-Match {obj.etag}, the bucket now holds ETag {now}): "
-            "nothing was clipped from it; the newer object's own event clips it"
-        )
-        err.__cause__ = exc
-        return err
 
     def resolve_regions(self, ref: SceneRef, obj: SceneObject) -> list[str]:
         """The region override of a backfill message; else the key pattern; else every intersecting region."""
@@ -357,9 +294,9 @@ class ScenePipeline:
             if in_progress(exc):  # the same output is being made right now: nothing to record, retry after it
                 raise
             obj = SceneObject(job.bucket, job.key, job.version_id, job.etag, job.size)
-            err = self.confirm_content_error(self._superseded(
-                past_deadline(classify(exc, what=f"clipping {job.scene} to region {job.region}"), self._deadline),
-                obj), obj)
+            access = lambda: self.access(obj.bucket)  # noqa: E731 (only if a second look is needed)
+            err = past_deadline(classify(exc, what=f"clipping {job.scene} to region {job.region}"), self._deadline)
+            err = confirm_content_error(superseded_by_overwrite(err, obj, access), obj, access)
             if isinstance(err, DeadlineExceeded):
                 err = not_reached(err, self._regions_after)
             rec = replace(failed_record(job.scene, self._boundary_or_none(job.region), err, started=started),

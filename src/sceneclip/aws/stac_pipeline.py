@@ -31,6 +31,7 @@ from sceneclip.aws.jobs import ClipJob, output_key, past_deadline
 from sceneclip.aws.records_table import NO_REGION
 from sceneclip.aws.s3 import SceneObject, put_json, refuse_unsafe_key
 from sceneclip.aws.sources import head_source
+from sceneclip.aws.admission import confirm_content_error, refuse_bucket, refuse_recursion
 from sceneclip.aws.stac_events import ItemRef, item_scene
 from sceneclip.aws.stac_fetch import fetch_item
 from sceneclip.core.naming import href_for, slug
@@ -98,8 +99,8 @@ class ItemPipeline:
             raise InvalidItemError(f"STAC Item {item.get('id')!r}: asset {asset.key!r} is not on S3 ({asset.href[:120]}); "
                                    "only S3 assets are read")
         ref = SceneRef(asset.bucket, asset.s3_key)
-        self.scenes.refuse_recursion(ref)
-        self.scenes.refuse_bucket(ref)
+        refuse_recursion(self.scenes.settings, ref)
+        refuse_bucket(self.scenes.settings, ref)
         refuse_unsafe_key(ref.bucket, ref.key)
         # the asset bucket's region and payer, and the requester-pays diagnosis, as for a scene
         return head_source(self.scenes.access(ref.bucket), ref.key)
@@ -110,7 +111,7 @@ class ItemPipeline:
         err = past_deadline(classify(exc, what=f"preparing the STAC Item {scene}", permanent=InvalidItemError),
                             self.scenes.deadline)
         if obj is not None:
-            err = self.scenes.confirm_content_error(err, obj)
+            err = confirm_content_error(err, obj, lambda: self.scenes.access(obj.bucket))
         rec = replace(failed_record(scene, None, err, started=started), attempt=attempt,
                       boundary=BoundaryRef(file=self.settings.boundaries, region=ref.region or NO_REGION, content_hash=""),
                       config_hash=self.settings.config_hash,
