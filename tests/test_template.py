@@ -755,3 +755,19 @@ def test_linters_and_checkov_pass_with_source_buckets_and_topics(tmp_path: Path)
     result = _run([_checkov(), "-f", str(copy), "--framework", "cloudformation", "--skip-download", "--quiet", "-o", "json"])
     report = json.loads(result.stdout)
     assert report["summary"]["failed"] == 0 and report["summary"]["passed"] > 0, report["results"]["failed_checks"]
+
+
+def test_stac_parameters_reach_the_function(template: dict[str, Any]) -> None:
+    """StacAssets / StacFilter become SCENECLIP_STAC_*; the defaults (empty) are valid settings."""
+    import re
+
+    from sceneclip.aws.stac_config import StacSettings
+
+    env = Stack(template).props("ClipFunction")["Environment"]["Variables"]
+    assert StacSettings.from_env(env).filter is None
+    given = Stack(template, StacAssets="red,nir08", StacFilter="eo:cloud_cover < 20")
+    env = given.props("ClipFunction")["Environment"]["Variables"]
+    assert env["SCENECLIP_STAC_ASSETS"] == "red,nir08"
+    assert StacSettings.from_env(env).filter.matches({"properties": {"eo:cloud_cover": 5}})
+    pattern = template["Parameters"]["StacAssets"]["AllowedPattern"]
+    assert re.fullmatch(pattern, "red,nir08") and not re.fullmatch(pattern, "red, nir08")
