@@ -25,7 +25,9 @@ from sceneclip.core.limits import refuse_unsupported
 from sceneclip.core.records import VerificationRecord, failed_record
 from sceneclip.core.source import open_source
 from sceneclip.core.verify import verify_output
-from sceneclip.errors import NoOverlapError, VerificationError, classify, redact
+from sceneclip.core.warp import execute_warp
+from sceneclip.core.warp_plan import WarpPlan, choose_grid, plan_warp
+from sceneclip.errors import InvalidOptionsError, MissingCRSError, NoOverlapError, VerificationError, classify, redact
 
 
 @dataclass
@@ -33,13 +35,19 @@ class ClipResult:
     """The outcome of one clip: the verification record, the COG (None once saved or on failure) and the plan."""
     record: VerificationRecord
     output: ClipOutput | None
-    plan: ClipPlan | None = None
+    plan: ClipPlan | WarpPlan | None = None
 
 
 def plan_for_dataset(src: Any, boundary: Boundary, options: ClipOptions, *, name: str) -> tuple[RasterInfo, ClipPlan]:
-    """The compute step for an open dataset: its grid, the boundary in its CRS, the plan. Reads no pixels."""
+    """The compute step for an open dataset: its grid, the boundary in its CRS, the plan. Reads no pixels.
+
+    This plans on the source's own grid; :func:`plan_any` also plans onto a target grid.
+    """
     refuse_unsupported(src, name)
     info = RasterInfo.from_dataset(src, name=name)
+    if choose_grid(info, options, boundary.grid) is not None:
+        raise InvalidOptionsError(f"{name}: a target grid (dst_crs/resolution or the region's grid) needs a warped "
+                                  "clip: use run_clip / clip_to_cog, which write a COG")
     try:
         shapes = to_raster_crs(boundary, info.crs, info.bounds, raster_name=name)
         pixel = min(abs(info.transform.a), abs(info.transform.e))
@@ -49,6 +57,29 @@ def plan_for_dataset(src: Any, boundary: Boundary, options: ClipOptions, *, name
         return info, plan_clip(info, shapes, options)
     except NoOverlapError:
         raise no_overlap_error(boundary, name) from None
+
+
+def plan_any(src: Any, boundary: Boundary, options: ClipOptions, *, name: str) -> tuple[RasterInfo, ClipPlan | WarpPlan]:
+    """The plan for ``src``: onto the region's or the options' target grid when there is one, else on the
+    source's own grid (:func:`plan_for_dataset`). Reads no pixels."""
+    refuse_unsupported(src, name)
+    info = RasterInfo.from_dataset(src, name=name)
+    grid = choose_grid(info, options, boundary.grid)
+    if grid is None:
+        return plan_for_dataset(src, boundary, options, name=name)
+    if info.crs is None:
+        raise MissingCRSError(f"{name} has no CRS: it cannot be warped onto a target grid; assign one first")
+    try:
+        return info, plan_warp(info, boundary, options, grid)
+    except NoOverlapError:
+        raise no_overlap_error(boundary, name) from None
+
+
+def execute_any(src: Any, plan: ClipPlan | WarpPlan, dst_path: str, options: ClipOptions,
+                deadline: Deadline | None) -> ExecutionStats:
+    """The apply step matching the plan: warp onto a target grid, or stream the source's own grid."""
+    run = execute_warp if isinstance(plan, WarpPlan) else execute_plan
+    return run(src, plan, dst_path, samples_per_chunk=options.samples_per_chunk, deadline=deadline)
 
 
 def clip_to_cog(
@@ -72,12 +103,11 @@ def clip_to_cog(
     if options.tmpdir:
         env["CPL_TMPDIR"] = options.tmpdir
     with rasterio.Env(**env), open_source(source, name, drivers=options.allowed_drivers, limits=options.limits) as src:
-        info, plan = plan_for_dataset(src, boundary, options, name=name)
+        info, plan = plan_any(src, boundary, options, name=name)
         workspace = Workspace(plan, options)
         output: ClipOutput | None = None
         try:
-            stats = execute_plan(src, plan, workspace.intermediate, samples_per_chunk=options.samples_per_chunk,
-                                 deadline=deadline)
+            stats = execute_any(src, plan, workspace.intermediate, options, deadline)
             refuse_empty(stats, boundary, name, options)
             if deadline is not None:
                 deadline.check(f"before writing the COG of {name}")

@@ -6,7 +6,8 @@ with target-aligned pixels the origin is a whole multiple of the resolution (``g
 lattice stays where it is: gdalwarp's ``-tap`` adds a pixel there (OSGeo/gdal #3435), which would make two clips
 of one region differ by a column depending on float noise.
 
-Pure: bounds in, (transform, width, height) out. The warping executor that fills such a grid is not built yet.
+Pure: bounds in, (transform, width, height) out. :mod:`~sceneclip.core.warp_plan` decides a clip's grid and
+:mod:`~sceneclip.core.warp` fills it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ from rasterio.crs import CRS
 from rasterio.errors import CRSError
 
 from sceneclip.errors import InvalidOptionsError
+
+# GDAL's warp resampling methods (``gdalwarp -r``), by rasterio's names.
+WARP_RESAMPLING = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode", "min", "max", "med",
+                   "q1", "q3", "sum", "rms")
+# The methods that return one of the input values: the only ones that keep classes (a palette) meaningful.
+CATEGORICAL_SAFE = ("nearest", "mode", "min", "max", "med", "q1", "q3")
 
 # How close to a lattice line an edge must be (in pixels) to count as on it: far below any real offset, far
 # above the float noise of a reprojected bound.
@@ -47,15 +54,19 @@ class TargetGrid:
         parts = [p.strip() for p in spec.split(",")]
         if len(parts) not in (2, 3):
             raise InvalidOptionsError(f"grid {spec!r}: expected CRS,RES or CRS,XRES,YRES (e.g. EPSG:32613,30)")
-        try:
-            crs = CRS.from_user_input(parts[0])
-        except CRSError as exc:
-            raise InvalidOptionsError(f"grid {spec!r}: {parts[0]!r} is not a CRS: {exc}") from exc
+        crs = check_crs(parts[0], f"grid {spec!r}:")
         try:
             res = tuple(float(p) for p in parts[1:])
         except ValueError as exc:
             raise InvalidOptionsError(f"grid {spec!r}: resolution {parts[1:]} is not numeric") from exc
         return cls(crs=crs, resolution=(res[0], res[-1]), target_aligned=target_aligned)
+
+    @property
+    def spec(self) -> str:
+        """The grid as text (``EPSG:32613,30,30``; WKT when the CRS has no EPSG code), for hashes and records."""
+        epsg = self.crs.to_epsg()
+        name = f"EPSG:{epsg}" if epsg else self.crs.to_wkt()
+        return f"{name},{self.resolution[0]!r},{self.resolution[1]!r}" + ("" if self.target_aligned else ",unaligned")
 
     def snap(self, bounds: tuple[float, float, float, float]) -> tuple[Affine, int, int]:
         """The smallest grid window covering ``bounds`` (left, bottom, right, top in this grid's CRS).
@@ -75,6 +86,14 @@ class TargetGrid:
         width = max(1, _ceil((right - left) / xres))
         height = max(1, _ceil((top - bottom) / yres))
         return Affine(xres, 0.0, left, 0.0, -yres, top), width, height
+
+
+def check_crs(spec: object, what: str) -> CRS:
+    """``spec`` as a CRS (anything rasterio accepts), or an InvalidOptionsError naming ``what``."""
+    try:
+        return spec if isinstance(spec, CRS) else CRS.from_user_input(spec)
+    except CRSError as exc:
+        raise InvalidOptionsError(f"{what} {spec!r} is not a CRS: {exc}") from exc
 
 
 def _floor(v: float) -> int:

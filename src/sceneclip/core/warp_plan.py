@@ -1,0 +1,140 @@
+"""The compute step of a warped clip: which target grid, its extent, and the boundary on it — no pixel read.
+
+:func:`plan_for_dataset` in :mod:`~sceneclip.core.clip` plans a clip on the source's own grid; when the
+options or the region ask for a target grid, :func:`plan_warp` plans one onto that grid instead:
+
+* the grid is the region's own (:attr:`Boundary.grid`), else the options' (``dst_crs``, ``resolution``,
+  ``target_aligned``), with GDAL's suggested resolution when only a CRS is given (as ``gdalwarp -t_srs``);
+* the extent is boundary ∩ source footprint, both in the grid's CRS (the footprint densified, so curved
+  edges of a reprojected scene are followed), snapped outward by :meth:`TargetGrid.snap`;
+* the boundary is carried to the grid's CRS with densified edges: the destination-grid pixel rule
+  (centre inside, or all touched) is applied to exactly these shapes;
+* categorical (paletted) sources refuse interpolating resampling unless forced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import shapely
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.warp import calculate_default_transform, transform_bounds
+from rasterio.windows import Window
+from shapely.geometry import box
+from shapely.geometry.base import BaseGeometry
+
+from sceneclip.core.cog import default_resampling
+from sceneclip.core.geometry import Boundary, raster_footprint, simplify_for_grid, to_raster_crs, vertex_count
+from sceneclip.core.grid import CATEGORICAL_SAFE, TargetGrid, check_crs
+from sceneclip.core.limits import check_vertices, check_window
+from sceneclip.core.plan import GRID_CONFLICT, ClipOptions, RasterInfo, choose_nodata, chunk_grid, chunk_side
+from sceneclip.errors import InvalidOptionsError, NoOverlapError, ResamplingRefusedError
+
+
+@dataclass(frozen=True)
+class WarpPlan:
+    """Everything decided before a warped clip reads a pixel.
+
+    ``transform``/``width``/``height`` are the output grid in ``dst_crs``; ``chunks`` tile it; ``shapes`` are
+    the boundary in ``dst_crs`` (what the keep mask is rasterised from); ``overlap_bounds`` is the bbox of
+    boundary ∩ source footprint in ``dst_crs``. The attribute names shared with
+    :class:`~sceneclip.core.plan.ClipPlan` mean the same, so the COG writer, the workspace and the per-chunk
+    mask rule serve both.
+    """
+
+    src_crs: CRS
+    dst_crs: CRS
+    grid: TargetGrid
+    transform: Affine
+    width: int
+    height: int
+    count: int
+    dtype: str
+    shapes: tuple[BaseGeometry, ...]
+    overlap_bounds: tuple[float, float, float, float]
+    all_touched: bool
+    nodata: float | None
+    use_mask: bool
+    resampling: str  # the warp's
+    overview_resampling: str
+    chunks: tuple[Window, ...]
+    clip_per_chunk: bool = False
+    src_nodata: float | None = None  # declared for a source that has none (gdalwarp -srcnodata)
+    # A warped clip always crops to the boundary and never inverts (GRID_CONFLICT).
+    invert: bool = False
+    crop: bool = True
+    pad: bool = False
+
+    @property
+    def uncompressed_bytes(self) -> int:
+        """The output grid's size in memory: pixels × bands × bytes per sample."""
+        return self.width * self.height * self.count * np.dtype(self.dtype).itemsize
+
+
+def choose_grid(info: RasterInfo, options: ClipOptions, region_grid: TargetGrid | None) -> TargetGrid | None:
+    """The grid a clip lands on: the region's, else the options', else None (the source's own grid).
+
+    Only a CRS given: GDAL's suggested resolution for the source in that CRS (``calculate_default_transform``,
+    what ``gdalwarp -t_srs`` picks). Only a resolution given: the source's CRS at that resolution.
+    """
+    if region_grid is not None:
+        return region_grid
+    if not options.warps:
+        return None
+    crs = check_crs(options.dst_crs, "dst_crs") if options.dst_crs is not None else info.crs
+    if options.resolution is not None:
+        res = options.resolution
+    else:
+        t, _, _ = calculate_default_transform(info.crs, crs, info.width, info.height, *info.bounds)
+        res = (abs(t.a), abs(t.e))
+    return TargetGrid(crs=crs, resolution=(float(res[0]), float(res[1])), target_aligned=options.target_aligned)
+
+
+def refuse_categorical(info: RasterInfo, options: ClipOptions) -> None:
+    """A palette means classes: averaging or interpolating them invents classes that do not exist."""
+    if info.has_colormap and options.resampling not in CATEGORICAL_SAFE and not options.force_resampling:
+        raise ResamplingRefusedError(
+            f"{info.name} is categorical (it has a colour table), and {options.resampling!r} resampling would "
+            f"invent classes; use one of {', '.join(CATEGORICAL_SAFE)}, or force it (--force-resampling)"
+        )
+
+
+def footprint_in(info: RasterInfo, crs: CRS) -> BaseGeometry:
+    """The source's footprint in ``crs``: its densified bounding box, unioned (±360° copies across 180°)."""
+    parts = raster_footprint(info.bounds, info.crs, crs)
+    if not parts:  # part of the scene lies outside the target CRS's domain: its bbox, densified by GDAL
+        return box(*transform_bounds(info.crs, crs, *info.bounds, densify_pts=64))
+    return shapely.union_all(parts)
+
+
+def plan_warp(info: RasterInfo, boundary: Boundary, options: ClipOptions, grid: TargetGrid) -> WarpPlan:
+    """Grid, extent, boundary shapes, nodata policy and chunks of a clip onto ``grid``. Pure: no pixel I/O.
+
+    Raises NoOverlapError (no part of the boundary over the scene), ResamplingRefusedError, InvalidOptionsError
+    and LimitExceededError (the output grid or the boundary over the caps).
+    """
+    if options.invert or not options.crop or options.pad:
+        raise InvalidOptionsError(GRID_CONFLICT)
+    refuse_categorical(info, options)
+    footprint = footprint_in(info, grid.crs)
+    shapes = to_raster_crs(boundary, grid.crs, footprint.bounds, raster_name=info.name)
+    overlap = shapely.intersection(shapely.union_all(shapes), footprint)
+    if overlap.is_empty or overlap.area == 0:
+        raise NoOverlapError(f"boundary does not overlap the footprint of {info.name} in {grid.crs}")
+    overlap_bounds = tuple(float(v) for v in overlap.bounds)
+    transform, width, height = grid.snap(overlap_bounds)  # type: ignore[arg-type]
+    check_window(width, height, info.count, info.dtype, info.name, options.limits)
+    shapes = simplify_for_grid(shapes, overlap_bounds, min(grid.resolution), fraction=options.simplify_fraction,
+                               above=options.simplify_above)
+    check_vertices(vertex_count(shapes), info.name, options.limits)
+    nodata, use_mask = choose_nodata(info, options.nodata)
+    side = chunk_side(options.chunk_size, options.chunk_bytes, info.count + 1, info.dtype)  # + the alpha band
+    return WarpPlan(
+        src_crs=info.crs, dst_crs=grid.crs, grid=grid, transform=transform, width=width, height=height,
+        count=info.count, dtype=info.dtype, shapes=tuple(shapes), overlap_bounds=overlap_bounds,  # type: ignore[arg-type]
+        all_touched=options.all_touched, nodata=nodata, use_mask=use_mask, resampling=options.resampling,
+        overview_resampling=options.overview_resampling or default_resampling(info.has_colormap),
+        chunks=chunk_grid(width, height, side), clip_per_chunk=vertex_count(shapes) > options.simplify_above,
+    )
