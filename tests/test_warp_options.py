@@ -92,3 +92,19 @@ def test_cli_dst_crs_res_twice_and_tap(tmp_path):
                           real("iguazu_landcover_training.geojson"), str(tmp_path / "x.tif"), "--res", "1", "--res", "2",
                           "--res", "3"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "--res takes one value" in bad.stderr and not (tmp_path / "x.tif").exists()
+
+
+def test_warped_pixels_do_not_depend_on_the_chunk_layout(tmp_path):
+    """Exact transform and one kernel scale for the grid: 512² and 1024² chunks give the same pixels."""
+    region = Boundary.from_geometries([OVERLAP], "EPSG:4326")
+    arrays = []
+    for size in (512, 1024):
+        out = str(tmp_path / f"{size}.tif")
+        opts = ClipOptions(dst_crs="EPSG:32722", resolution=15, target_aligned=True, resampling="bilinear", chunk_size=size)
+        rec = run_clip(real(ROW_078), region, opts, output=out).record
+        assert rec.status == "ok", rec.error
+        with rasterio.open(out) as ds:
+            assert size == 1024 or ds.width > 512  # more than one chunk at 512
+            arrays.append(ds.read(masked=True))
+    np.testing.assert_array_equal(arrays[0].mask, arrays[1].mask)
+    np.testing.assert_array_equal(arrays[0].filled(0), arrays[1].filled(0))

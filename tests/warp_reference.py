@@ -14,6 +14,7 @@ import numpy as np
 import rasterio
 import shapely
 from rasterio.features import geometry_mask
+from rasterio.warp import transform as warp_transform
 from rasterio.warp import transform_geom
 from shapely.geometry import box, mapping, shape
 
@@ -61,14 +62,16 @@ def write_cutline(boundary: Boundary, path: str) -> str:
     return path
 
 
-def gdalwarp(src: str, cutline: str, out: str, case: WarpCase, resampling: str) -> str:
+def gdalwarp(src: str, cutline: str, out: str, case: WarpCase, resampling: str, scale=(1.0, 1.0)) -> str:
     """The peer: gdalwarp -t_srs -tr -tap -cutline -crop_to_cutline -r … -dstalpha, with -et 0 (an exact
-    transform, as sceneclip's warper uses: GDAL's default approximation depends on how the work is chunked)."""
+    transform, as sceneclip's warper uses: GDAL's default approximation depends on how the work is chunked) and
+    the kernel scale given (XSCALE/YSCALE: GDAL's default, too, follows its chunks)."""
     exe = shutil.which("gdalwarp")
     assert exe, "gdalwarp is missing: run `make gdal` (Debian gdal-bin); these tests must not be skipped"
     r = {"nearest": "near"}.get(resampling, resampling)
     cmd = [exe, "-q", "-overwrite", "-t_srs", case.dst_crs, "-tr", repr(case.res), repr(case.res), "-tap",
-           "-et", "0", "-cutline", cutline, "-crop_to_cutline", "-r", r, "-dstalpha", "-of", "GTiff", src, out]
+           "-et", "0", "-cutline", cutline, "-crop_to_cutline", "-r", r, "-dstalpha", "-wo", f"XSCALE={scale[0]!r}", "-wo", f"YSCALE={scale[1]!r}",
+           "-of", "GTiff", src, out]
     subprocess.run(cmd, check=True, capture_output=True, timeout=120)
     return out
 
@@ -122,3 +125,29 @@ def interior(valid: np.ndarray, margin: int) -> np.ndarray:
                 valid[max(0, dr):h - max(0, -dr), max(0, dc):w - max(0, -dc)]
             out &= shifted
     return out
+
+
+def source_has_data(src_path: str, dst_crs: str, transform, shape_hw) -> np.ndarray:
+    """Whether the source pixel under each output pixel's centre is valid: nearest by definition, computed
+    point by point with PROJ (rasterio.warp.transform), independently of GDAL's warper."""
+    with rasterio.open(src_path) as src:
+        valid = src.dataset_mask() > 0
+        rows, cols = np.indices(shape_hw)
+        xs, ys = transform * (cols.ravel() + 0.5, rows.ravel() + 0.5)
+        sx, sy = warp_transform(dst_crs, src.crs, xs, ys)
+        c, r = ~src.transform * (np.asarray(sx), np.asarray(sy))
+        c, r = np.floor(c).astype(int), np.floor(r).astype(int)
+        inside = (c >= 0) & (c < src.width) & (r >= 0) & (r < src.height)
+        out = np.zeros(c.shape, dtype=bool)
+        out[inside] = valid[r[inside], c[inside]]
+        return out.reshape(shape_hw)
+
+
+def native_scale(src_path: str, dst_crs: str, res: float) -> tuple[float, float]:
+    """The kernel scale (output pixels per source pixel) sceneclip gives GDAL, to give gdalwarp the same."""
+    from sceneclip.core.grid import TargetGrid
+    from sceneclip.core.plan import RasterInfo
+    from sceneclip.core.warp_plan import kernel_scale
+
+    with rasterio.open(src_path) as src:
+        return kernel_scale(RasterInfo.from_dataset(src), TargetGrid.parse(f"{dst_crs},{res!r}"))

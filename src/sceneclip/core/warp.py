@@ -5,7 +5,8 @@ the resampling kernel's reach) is read, its validity derived by :func:`sceneclip
 (nodata, alpha, mask band: the one rule of the source grid), and GDAL's warper
 (:func:`rasterio.warp.reproject`) resamples it with that validity as source alpha. So memory stays at a few
 chunks, only the source blocks under the footprint are fetched, and every output pixel sees the same source
-pixels whatever the chunk layout (the transform is exact, the kernel always fully inside the window).
+pixels in the same way whatever the chunk layout (the transform is exact, the kernel's scale fixed for the
+whole grid — :func:`~sceneclip.core.warp_plan.kernel_scale` — and always fully inside the window).
 A pixel is kept when the boundary rule holds on the *destination* grid (:func:`~sceneclip.core.execute.
 chunk_outside` over the plan's shapes, which are in the destination CRS) and the warper gave it data.
 
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
-from rasterio.enums import Resampling
+from rasterio.enums import MaskFlags, Resampling
 from rasterio.errors import RasterioError
 from rasterio.warp import reproject, transform_bounds
 from rasterio.windows import Window
@@ -67,28 +68,37 @@ def source_window(src: Any, plan: WarpPlan, chunk: Window) -> Window | None:
 def warp_chunk(src: Any, plan: WarpPlan, chunk: Window, nodatavals: tuple) -> tuple[np.ndarray, np.ndarray]:
     """(values of the plan's bands, per-band "the source has data here") for one output chunk.
 
-    The warper's alpha says where it had source data; a value equal to the source's nodata (``nodatavals``,
-    per band) is invalid on its band too, as on the source grid.
+    A source whose every band has a nodata value is warped band by band against it (``UNIFIED_SRC_NODATA=NO``:
+    a pixel that is nodata in one band only still feeds the others, as on the source grid and in
+    gdalwarp), and an output value equal to it is invalid on its band. Any other source (alpha, mask band,
+    all valid) is warped with its validity as source alpha, and the warper's output alpha says where it
+    had data.
     """
     h, w = int(chunk.height), int(chunk.width)
-    out = np.zeros((plan.count + 1, h, w), dtype=plan.dtype)
     swin = source_window(src, plan, chunk)
     if swin is None:
-        return out[: plan.count], np.zeros((plan.count, h, w), dtype=bool)
+        return np.zeros((plan.count, h, w), dtype=plan.dtype), np.zeros((plan.count, h, w), dtype=bool)
     raw = src.read(window=swin)
+    where = dict(src_transform=window_transform(swin, src.transform), src_crs=src.crs,
+                 dst_transform=window_transform(chunk, plan.transform), dst_crs=plan.dst_crs,
+                 resampling=Resampling[plan.resampling], tolerance=TRANSFORM_TOLERANCE_PX,
+                 XSCALE=repr(plan.kernel_scale[0]), YSCALE=repr(plan.kernel_scale[1]))
+    if all(nd is not None for nd in nodatavals) and len(set(map(str, nodatavals))) == 1 and not _has_mask(src):
+        nd = nodatavals[0]
+        data = np.full((plan.count, h, w), nd, dtype=plan.dtype)
+        reproject(raw, data, src_nodata=nd, dst_nodata=nd, UNIFIED_SRC_NODATA="NO", **where)
+        has_data = np.isnan(data) if math.isnan(nd) else data == np.array(nd).astype(data.dtype)
+        return data, ~has_data
     invalid = source_invalid(src, raw, swin)
     stack = np.concatenate([raw, np.where(invalid.all(axis=0), 0, ALPHA).astype(raw.dtype)[np.newaxis]])
-    nodata = nodatavals[0] if len(set(map(str, nodatavals))) == 1 else None
-    reproject(stack, out, src_transform=window_transform(swin, src.transform), src_crs=src.crs,
-              dst_transform=window_transform(chunk, plan.transform), dst_crs=plan.dst_crs,
-              resampling=Resampling[plan.resampling], src_alpha=plan.count + 1, dst_alpha=plan.count + 1,
-              src_nodata=nodata, tolerance=TRANSFORM_TOLERANCE_PX)
-    data = out[: plan.count]
-    has_data = np.broadcast_to(out[plan.count] > 0, data.shape).copy()
-    for i, nd in enumerate(nodatavals[: plan.count]):
-        if nd is not None:
-            has_data[i] &= ~np.isnan(data[i]) if math.isnan(nd) else data[i] != np.array(nd).astype(data.dtype)
-    return data, has_data
+    out = np.zeros((plan.count + 1, h, w), dtype=plan.dtype)
+    reproject(stack, out, src_alpha=plan.count + 1, dst_alpha=plan.count + 1, **where)
+    return out[: plan.count], np.broadcast_to(out[plan.count] > 0, (plan.count, h, w)).copy()
+
+
+def _has_mask(src: Any) -> bool:
+    """Whether the source's validity comes from an alpha or mask band rather than nodata values."""
+    return any({MaskFlags.alpha, MaskFlags.per_dataset} & set(flags) for flags in src.mask_flag_enums)
 
 
 def execute_warp(

@@ -4,7 +4,7 @@
 options or the region ask for a target grid, :func:`plan_warp` plans one onto that grid instead:
 
 * the grid is the region's own (:attr:`Boundary.grid`), else the options' (``dst_crs``, ``resolution``,
-  ``target_aligned``), with GDAL's suggested resolution when only a CRS is given (as ``gdalwarp -t_srs``);
+  ``target_aligned``), with GDAL's rule for the resolution when only a CRS is given (as ``gdalwarp -t_srs``);
 * the extent is boundary ∩ source footprint, both in the grid's CRS (the footprint densified, so curved
   edges of a reprojected scene are followed), snapped outward by :meth:`TargetGrid.snap`;
 * the boundary is carried to the grid's CRS with densified edges: the destination-grid pixel rule
@@ -14,13 +14,15 @@ options or the region ask for a target grid, :func:`plan_warp` plans one onto th
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import shapely
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.warp import calculate_default_transform, transform_bounds
+from rasterio.warp import transform as warp_transform
+from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
@@ -61,6 +63,7 @@ class WarpPlan:
     overview_resampling: str
     chunks: tuple[Window, ...]
     clip_per_chunk: bool = False
+    kernel_scale: tuple[float, float] = (1.0, 1.0)  # output pixels per source pixel, x and y (GDAL XSCALE/YSCALE)
     src_nodata: float | None = None  # declared for a source that has none (gdalwarp -srcnodata)
     # A warped clip always crops to the boundary and never inverts (GRID_CONFLICT).
     invert: bool = False
@@ -76,8 +79,8 @@ class WarpPlan:
 def choose_grid(info: RasterInfo, options: ClipOptions, region_grid: TargetGrid | None) -> TargetGrid | None:
     """The grid a clip lands on: the region's, else the options', else None (the source's own grid).
 
-    Only a CRS given: GDAL's suggested resolution for the source in that CRS (``calculate_default_transform``,
-    what ``gdalwarp -t_srs`` picks). Only a resolution given: the source's CRS at that resolution.
+    Only a CRS given: the source's native resolution in that CRS (:func:`native_resolution`, the rule
+    ``gdalwarp -t_srs`` follows). Only a resolution given: the source's CRS at that resolution.
     """
     if region_grid is not None:
         return region_grid
@@ -87,9 +90,33 @@ def choose_grid(info: RasterInfo, options: ClipOptions, region_grid: TargetGrid 
     if options.resolution is not None:
         res = options.resolution
     else:
-        t, _, _ = calculate_default_transform(info.crs, crs, info.width, info.height, *info.bounds)
-        res = (abs(t.a), abs(t.e))
+        res = (native_resolution(info, crs),) * 2
     return TargetGrid(crs=crs, resolution=(float(res[0]), float(res[1])), target_aligned=options.target_aligned)
+
+
+def native_resolution(info: RasterInfo, crs: CRS) -> float:
+    """The source's pixel size carried to ``crs``: as many pixels along the footprint's diagonal as the source
+    has (GDAL's rule for ``gdalwarp -t_srs`` without ``-tr``). Computed with PROJ directly:
+    ``calculate_default_transform`` builds a VRT, and VRT is a driver sceneclip keeps switched off."""
+    left, bottom, right, top = info.bounds
+    (x0, x1), (y0, y1) = warp_transform(info.crs, crs, [left, right], [top, bottom])
+    diagonal = math.hypot(x1 - x0, y1 - y0)
+    if not math.isfinite(diagonal) or diagonal <= 0:
+        raise InvalidOptionsError(f"{info.name} cannot be carried to {crs}: give the resolution explicitly")
+    return diagonal / math.hypot(info.width, info.height)
+
+
+def kernel_scale(info: RasterInfo, grid: TargetGrid) -> tuple[float, float]:
+    """Output pixels per source pixel (x, y): how much GDAL widens a kernel when downsampling.
+
+    Left to itself GDAL's warper takes it from the ratio of each work chunk's destination and source window
+    sizes, which a rotation between the CRSs shrinks (the source window of a rotated chunk is its bounding
+    box) and which changes with the chunk layout: the same pixel came out up to 506 DN different with 512²
+    and 1024² chunks on the real antimeridian scene. One scale for the whole grid — the source's native
+    pixel size carried to the grid's CRS over the grid's — makes every pixel independent of chunking.
+    """
+    native = native_resolution(info, grid.crs)
+    return (native / grid.resolution[0], native / grid.resolution[1])
 
 
 def refuse_categorical(info: RasterInfo, options: ClipOptions) -> None:
@@ -137,4 +164,5 @@ def plan_warp(info: RasterInfo, boundary: Boundary, options: ClipOptions, grid: 
         all_touched=options.all_touched, nodata=nodata, use_mask=use_mask, resampling=options.resampling,
         overview_resampling=options.overview_resampling or default_resampling(info.has_colormap),
         chunks=chunk_grid(width, height, side), clip_per_chunk=vertex_count(shapes) > options.simplify_above,
+        kernel_scale=kernel_scale(info, grid),
     )
