@@ -113,3 +113,52 @@ def test_warped_pixels_do_not_depend_on_the_chunk_layout(tmp_path, resampling):
     diff = np.abs(arrays[0].filled(0).astype(int) - arrays[1].filled(0).astype(int))
     assert diff.max() <= (0 if resampling == "nearest" else 1)
     assert np.count_nonzero(diff) <= 1e-4 * diff.size
+
+
+def _regions_file(tmp_path, grid_fields: bool) -> str:
+    """Two real regions of the Iguazu overlap (training polygons' hull and a box), optionally with grid fields."""
+    import geopandas as gpd
+
+    training = gpd.read_file(real("iguazu_landcover_training.geojson"))
+    rows = {"region": ["hull", "box"], "geometry": [training.union_all().convex_hull, OVERLAP]}
+    if grid_fields:
+        rows.update(grid_crs=["EPSG:32721", None], grid_res=["10", None])
+    path = str(tmp_path / "regions.gpkg")
+    gpd.GeoDataFrame(rows, crs="EPSG:4326").to_file(path, driver="GPKG")
+    return path
+
+
+def test_store_default_grid_and_per_feature_override(tmp_path):
+    from click.testing import CliRunner
+
+    from sceneclip.aws.store import BoundaryStore
+    from sceneclip.cli.boundaries import boundaries
+
+    plain = str(tmp_path / "plain")
+    gridded = str(tmp_path / "gridded")
+    vector = _regions_file(tmp_path, grid_fields=True)
+    assert CliRunner().invoke(boundaries, ["build", vector, "--region-field", "region", "--out", plain]).exit_code == 0
+    res = CliRunner().invoke(boundaries, ["build", vector, "--region-field", "region", "--out", gridded,
+                                          "--grid", "EPSG:32722,20"])
+    assert res.exit_code == 0, res.output
+    store = BoundaryStore.load(gridded)
+    assert store.grid("box").spec == "EPSG:32722,20.0,20.0"  # the store's default
+    assert store.grid("hull").spec == "EPSG:32721,10.0,10.0"  # the feature's own fields win
+    assert BoundaryStore.load(plain).grid("box") is None and BoundaryStore.load(plain).grid("hull").crs.to_epsg() == 32721
+    assert store.version != BoundaryStore.load(plain).version  # a grid changes what clips produce
+    out = str(tmp_path / "box.tif")
+    rec = run_clip(real(ROW_077), store.boundary("box"), ClipOptions(), output=out).record  # no grid options at all
+    assert rec.status == "ok", rec.error
+    with rasterio.open(out) as ds:
+        assert ds.crs.to_epsg() == 32722 and ds.res == (20.0, 20.0) and ds.transform.c % 20 == 0
+    bad = CliRunner().invoke(boundaries, ["build", vector, "--region-field", "region", "--out", plain, "--grid", "EPSG:4326"])
+    assert bad.exit_code == 1 and "expected CRS,RES" in bad.output
+
+
+def test_cli_vector_boundary_with_grid_fields_clips_onto_its_grid(tmp_path):
+    out = tmp_path / "hull.tif"
+    res = subprocess.run([SCENECLIP, "clip", real(ROW_078), _regions_file(tmp_path, grid_fields=True), str(out),
+                          "--region-field", "region", "--region", "hull"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    with rasterio.open(out) as ds:
+        assert ds.crs.to_epsg() == 32721 and ds.res == (10.0, 10.0) and ds.transform.c % 10 == 0

@@ -13,7 +13,9 @@ Pure: bounds in, (transform, width, height) out. :mod:`~sceneclip.core.warp_plan
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from affine import Affine
 from rasterio.crs import CRS
@@ -54,12 +56,23 @@ class TargetGrid:
         parts = [p.strip() for p in spec.split(",")]
         if len(parts) not in (2, 3):
             raise InvalidOptionsError(f"grid {spec!r}: expected CRS,RES or CRS,XRES,YRES (e.g. EPSG:32613,30)")
-        crs = check_crs(parts[0], f"grid {spec!r}:")
+        return cls.from_parts(parts[0], parts[1:], what=f"grid {spec!r}", target_aligned=target_aligned)
+
+    @classmethod
+    def from_parts(cls, crs: object, res: Sequence[object], *, what: str, target_aligned: bool = True) -> TargetGrid:
+        """A grid from a CRS (anything rasterio accepts, WKT too) and one or two resolution values."""
+        if len(res) not in (1, 2):
+            raise InvalidOptionsError(f"{what}: resolution {list(res)} must be one value or two (x, y)")
         try:
-            res = tuple(float(p) for p in parts[1:])
+            values = tuple(float(str(v).strip()) for v in res)
         except ValueError as exc:
-            raise InvalidOptionsError(f"grid {spec!r}: resolution {parts[1:]} is not numeric") from exc
-        return cls(crs=crs, resolution=(res[0], res[-1]), target_aligned=target_aligned)
+            raise InvalidOptionsError(f"{what}: resolution {list(res)} is not numeric") from exc
+        return cls(crs=check_crs(crs, f"{what}:"), resolution=(values[0], values[-1]), target_aligned=target_aligned)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The grid as stored in a boundary store's index: CRS (EPSG code or WKT) and resolution (x, y)."""
+        epsg = self.crs.to_epsg()
+        return {"crs": f"EPSG:{epsg}" if epsg else self.crs.to_wkt(), "res": list(self.resolution)}
 
     @property
     def spec(self) -> str:
@@ -86,6 +99,36 @@ class TargetGrid:
         width = max(1, _ceil((right - left) / xres))
         height = max(1, _ceil((top - bottom) / yres))
         return Affine(xres, 0.0, left, 0.0, -yres, top), width, height
+
+
+# Per-feature fields of a boundary file that give a region its own grid (override the store's default).
+GRID_CRS_FIELD = "grid_crs"
+GRID_RES_FIELD = "grid_res"
+
+
+def grid_from_fields(values: Sequence[tuple[object, object]], default: TargetGrid | None, what: str) -> TargetGrid | None:
+    """A region's grid from its features' (grid_crs, grid_res) values; ``default`` where they are empty.
+
+    ``grid_res`` is one number or ``"X,Y"``. The features of one region must agree (a region has one grid);
+    a feature with only one of the two fields set is refused, naming the region.
+    """
+    grids: dict[str, TargetGrid] = {}
+    for crs, res in values:
+        crs_text = "" if _missing(crs) else str(crs).strip()
+        res_text = "" if _missing(res) else str(res).strip()
+        if not crs_text and not res_text:
+            continue
+        if not (crs_text and res_text):
+            raise InvalidOptionsError(f"{what}: {GRID_CRS_FIELD} and {GRID_RES_FIELD} must be set together")
+        grid = TargetGrid.from_parts(crs_text, res_text.split(","), what=what)
+        grids[grid.spec] = grid
+    if len(grids) > 1:
+        raise InvalidOptionsError(f"{what}: its features name {len(grids)} different grids; a region has one")
+    return next(iter(grids.values())) if grids else default
+
+
+def _missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == ""
 
 
 def check_crs(spec: object, what: str) -> CRS:
