@@ -44,6 +44,8 @@ class TargetGrid:
     crs: CRS
     resolution: tuple[float, float]
     target_aligned: bool = True
+    # A point of the lattice (x, y): (0, 0) for target-aligned pixels; a source's origin to stay on its grid.
+    anchor: tuple[float, float] = (0.0, 0.0)
 
     def __post_init__(self) -> None:
         xres, yres = self.resolution
@@ -79,7 +81,13 @@ class TargetGrid:
         """The grid as text (``EPSG:32613,30,30``; WKT when the CRS has no EPSG code), for hashes and records."""
         epsg = self.crs.to_epsg()
         name = f"EPSG:{epsg}" if epsg else self.crs.to_wkt()
-        return f"{name},{self.resolution[0]!r},{self.resolution[1]!r}" + ("" if self.target_aligned else ",unaligned")
+        anchor = "" if self.anchor == (0.0, 0.0) else f",anchor={self.anchor[0]!r}:{self.anchor[1]!r}"
+        return f"{name},{self.resolution[0]!r},{self.resolution[1]!r}" + ("" if self.target_aligned else ",unaligned") + anchor
+
+    @classmethod
+    def of_source(cls, crs: CRS, transform: Affine) -> TargetGrid:
+        """A source's own lattice (north-up): its CRS, pixel size and origin."""
+        return cls(crs=crs, resolution=(abs(transform.a), abs(transform.e)), anchor=(transform.c, transform.f))
 
     def snap(self, bounds: tuple[float, float, float, float]) -> tuple[Affine, int, int]:
         """The smallest grid window covering ``bounds`` (left, bottom, right, top in this grid's CRS).
@@ -92,10 +100,11 @@ class TargetGrid:
             raise InvalidOptionsError(f"bounds {bounds} are empty; nothing to put on a grid")
         xres, yres = self.resolution
         if self.target_aligned:
-            left = _floor(left / xres) * xres
-            right = _ceil(right / xres) * xres
-            bottom = _floor(bottom / yres) * yres
-            top = _ceil(top / yres) * yres
+            ax, ay = self.anchor
+            left = ax + _floor((left - ax) / xres) * xres
+            right = ax + _ceil((right - ax) / xres) * xres
+            bottom = ay + _floor((bottom - ay) / yres) * yres
+            top = ay + _ceil((top - ay) / yres) * yres
         width = max(1, _ceil((right - left) / xres))
         height = max(1, _ceil((top - bottom) / yres))
         return Affine(xres, 0.0, left, 0.0, -yres, top), width, height

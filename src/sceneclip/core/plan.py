@@ -52,6 +52,8 @@ class ClipOptions:
     multiples of the resolution (``gdalwarp -tap``). A region that carries its own grid overrides all three.
     resampling: the warp resampling (GDAL's names; default nearest, as gdalwarp and ``rio warp``); only
     used when warping. force_resampling: allow interpolating resampling of categorical (paletted) data.
+    src_nodata: nodata for sources that declare none (``gdalwarp -srcnodata``), e.g. the zero collar of a
+    scene; the clip then goes through the warper (onto the source's own grid when no target grid is set).
     chunk_size: pixels per side of the chunks streamed from source to output (a multiple of 512; rounded to
     whole source tiles, with chunk edges on the source's tile grid so no tile is fetched twice).
     memory_limit: above this uncompressed window size the intermediate and the COG go to ``tmpdir``
@@ -79,6 +81,7 @@ class ClipOptions:
     resolution: tuple[float, float] | None = None
     target_aligned: bool = False
     force_resampling: bool = False
+    src_nodata: float | None = None
     chunk_size: int = 1024
     memory_limit: int = DEFAULT_MEMORY_LIMIT_MB * MIB
     tmpdir: str | None = None
@@ -93,7 +96,7 @@ class ClipOptions:
     # The options that change the output's bytes; the others (memory, tmpdir, sampling, cache) only change how.
     OUTPUT_FIELDS: ClassVar[tuple[str, ...]] = (
         "all_touched", "invert", "crop", "pad", "nodata", "profile", "overview_resampling", "resampling", "dst_crs",
-        "resolution", "target_aligned",
+        "resolution", "target_aligned", "src_nodata",
     )
 
     def fingerprint(self, **context: Any) -> str:
@@ -104,8 +107,9 @@ class ClipOptions:
         be forgotten by one of them and silently serve stale outputs.
         """
         doc: dict[str, Any] = {name: getattr(self, name) for name in self.OUTPUT_FIELDS}
-        if doc["nodata"] is not None and math.isnan(doc["nodata"]):
-            doc["nodata"] = "nan"  # NaN != NaN, and JSON has no NaN
+        for name in ("nodata", "src_nodata"):
+            if doc[name] is not None and math.isnan(doc[name]):
+                doc[name] = "nan"  # NaN != NaN, and JSON has no NaN
         doc.update(context)
         return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -144,13 +148,14 @@ class ClipOptions:
             object.__setattr__(self, "resolution", pair)
         if self.dst_crs is not None:
             check_crs(self.dst_crs, "dst_crs")
-        if self.warps and (self.invert or not self.crop or self.pad):
+        if (self.warps or self.src_nodata is not None) and (self.invert or not self.crop or self.pad):
             raise InvalidOptionsError(GRID_CONFLICT)
 
 
 # The one wording for options a warped clip does not support (checked here and again for a region's own grid).
 GRID_CONFLICT = ("invert, crop=False (--no-crop) and pad keep or widen the source's extent on the source's grid; "
-                 "they cannot be combined with a target grid (dst_crs/resolution or a region grid)")
+                 "they cannot be combined with a target grid (dst_crs/resolution or a region grid), src_nodata "
+                 "or several sources")
 
 
 @dataclass(frozen=True)

@@ -92,9 +92,10 @@ def _check_grid(ds: Any, plan: ClipPlan, lattice: Lattice, check: _Checks) -> No
     check("grid_aligned", _grid_aligned(ds.transform, lattice.transform),
           f"transform {tuple(ds.transform)[:6]} is off the {lattice.what}")
     if lattice.target_aligned:
-        ok = all(abs(v / r - round(v / r)) < GRID_TOLERANCE for v, r in ((ds.transform.c, ds.transform.a),
-                                                                         (ds.transform.f, -ds.transform.e)))
-        check("target_aligned", ok, f"origin ({ds.transform.c}, {ds.transform.f}) is not on multiples of the resolution")
+        (ax, ay), t = lattice.anchor, ds.transform
+        ok = all(abs(v / r - round(v / r)) < GRID_TOLERANCE for v, r in ((t.c - ax, t.a), (t.f - ay, -t.e)))
+        check("target_aligned", ok, f"origin ({t.c}, {t.f}) is not a whole number of pixels from the grid's "
+                                    f"anchor ({ax}, {ay})")
     check(
         "shape",
         (ds.width, ds.height, ds.count, ds.dtypes[0]) == (plan.width, plan.height, plan.count, plan.dtype),
@@ -136,6 +137,7 @@ class Lattice:
     transform: Any
     bounds: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # the raster's (source grid only)
     target_aligned: bool = False
+    anchor: tuple[float, float] = (0.0, 0.0)  # a lattice point: (0, 0) for target-aligned pixels
     what: str = "source grid"
 
     @classmethod
@@ -144,7 +146,7 @@ class Lattice:
         grid = getattr(plan, "grid", None)
         if grid is None:
             return cls(info.crs, info.transform, info.bounds)
-        return cls(grid.crs, plan.transform, target_aligned=grid.target_aligned, what="target grid")
+        return cls(grid.crs, plan.transform, target_aligned=grid.target_aligned, anchor=grid.anchor, what="target grid")
 
 
 def verify_output(

@@ -17,6 +17,7 @@ away from gdalwarp and from ``reproject`` on the real Iguazu scene (without alph
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -101,6 +102,20 @@ def _has_mask(src: Any) -> bool:
     return any({MaskFlags.alpha, MaskFlags.per_dataset} & set(flags) for flags in src.mask_flag_enums)
 
 
+ChunkReader = Callable[[Window], tuple[np.ndarray, np.ndarray]]
+
+
+def declared_nodata(src: Any, src_nodata: float | None) -> tuple:
+    """Per-band nodata of ``src``; ``src_nodata`` stands in for bands that declare none (gdalwarp -srcnodata)."""
+    return tuple(src_nodata if nd is None else nd for nd in src.nodatavals)
+
+
+def source_reader(src: Any, plan: WarpPlan) -> ChunkReader:
+    """Warped chunks of one source onto the plan's grid."""
+    nodatavals = declared_nodata(src, plan.src_nodata)
+    return lambda chunk: warp_chunk(src, plan, chunk, nodatavals)
+
+
 def execute_warp(
     src: Any, plan: WarpPlan, dst_path: str, *, samples_per_chunk: int = 16, seed: int = 0,
     deadline: Deadline | None = None,
@@ -110,6 +125,18 @@ def execute_warp(
     With a ``deadline`` the loop stops between chunks once the budget is spent (DeadlineExceeded); a read
     failing after the deadline passed is reported as DeadlineExceeded too (a capped GDAL timeout fired).
     """
+    return fill_grid(plan, dst_path, source_reader(src, plan), meta=src, name=src.name,
+                     samples_per_chunk=samples_per_chunk, seed=seed, deadline=deadline)
+
+
+def fill_grid(
+    plan: WarpPlan, dst_path: str, read: ChunkReader, *, meta: Any, name: str, samples_per_chunk: int = 16,
+    seed: int = 0, deadline: Deadline | None = None,
+) -> ExecutionStats:
+    """Fill the plan's grid chunk by chunk from ``read`` (values, per-band has-data) with the keep rule applied.
+
+    ``meta`` is the dataset whose tags, descriptions and colours the output carries; ``name`` names it in errors.
+    """
     stats = ExecutionStats()
     rng = np.random.default_rng(seed)
     profile = dict(INTERMEDIATE_OPTIONS, width=plan.width, height=plan.height, count=plan.count, dtype=plan.dtype,
@@ -117,18 +144,17 @@ def execute_warp(
     fill = np.array(0 if plan.nodata is None else plan.nodata).astype(plan.dtype)
     nan_nodata = plan.nodata is not None and math.isnan(plan.nodata)
     total = len(plan.chunks)
-    nodatavals = tuple(plan.src_nodata if plan.src_nodata is not None else nd for nd in src.nodatavals)
     with rasterio.open(dst_path, "w", **profile) as dst:
-        _copy_metadata(src, dst)
+        _copy_metadata(meta, dst)
         for n, chunk in enumerate(plan.chunks, start=1):
             if deadline is not None:
-                deadline.check(f"before warping chunk {n}/{total} of {src.name}")
+                deadline.check(f"before warping chunk {n}/{total} of {name}")
             try:
-                data, has_data = warp_chunk(src, plan, chunk, nodatavals)
+                data, has_data = read(chunk)
             except RasterioError as exc:
                 if deadline is not None and deadline.expired():
-                    raise deadline.exceeded(f"while warping chunk {n}/{total} of {src.name}") from exc
-                raise read_error(exc, src.name) from exc
+                    raise deadline.exceeded(f"while warping chunk {n}/{total} of {name}") from exc
+                raise read_error(exc, name) from exc
             outside, vertices = chunk_outside(plan, chunk, plan.transform)
             keep = ~outside
             valid = keep[np.newaxis, :, :] & has_data

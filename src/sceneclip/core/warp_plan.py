@@ -15,7 +15,7 @@ options or the region ask for a target grid, :func:`plan_warp` plans one onto th
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import shapely
@@ -85,7 +85,8 @@ def choose_grid(info: RasterInfo, options: ClipOptions, region_grid: TargetGrid 
     if region_grid is not None:
         return region_grid
     if not options.warps:
-        return None
+        # Declared nodata needs the warper's validity handling: onto the source's own grid, pixel for pixel.
+        return TargetGrid.of_source(info.crs, info.transform) if options.src_nodata is not None else None
     crs = check_crs(options.dst_crs, "dst_crs") if options.dst_crs is not None else info.crs
     if options.resolution is not None:
         res = options.resolution
@@ -156,6 +157,8 @@ def plan_warp(info: RasterInfo, boundary: Boundary, options: ClipOptions, grid: 
     shapes = simplify_for_grid(shapes, overlap_bounds, min(grid.resolution), fraction=options.simplify_fraction,
                                above=options.simplify_above)
     check_vertices(vertex_count(shapes), info.name, options.limits)
+    if info.nodata is None and options.src_nodata is not None:
+        info = replace(info, nodata=options.src_nodata)  # declared: it is the source's nodata from here on
     nodata, use_mask = choose_nodata(info, options.nodata)
     side = chunk_side(options.chunk_size, options.chunk_bytes, info.count + 1, info.dtype)  # + the alpha band
     return WarpPlan(
@@ -164,5 +167,5 @@ def plan_warp(info: RasterInfo, boundary: Boundary, options: ClipOptions, grid: 
         all_touched=options.all_touched, nodata=nodata, use_mask=use_mask, resampling=options.resampling,
         overview_resampling=options.overview_resampling or default_resampling(info.has_colormap),
         chunks=chunk_grid(width, height, side), clip_per_chunk=vertex_count(shapes) > options.simplify_above,
-        kernel_scale=kernel_scale(info, grid),
+        kernel_scale=kernel_scale(info, grid), src_nodata=options.src_nodata,
     )
