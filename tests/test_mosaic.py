@@ -83,3 +83,41 @@ def test_a_source_off_the_region_is_skipped(tmp_path):
     rec = run_clip([real(ROW_078), real(ROW_077)], north, ClipOptions(src_nodata=0), output=str(tmp_path / "n.tif")).record
     assert rec.status == "ok", rec.error
     assert rec.checks["sources_used"] == [real(ROW_077)]
+
+
+def test_cli_several_sources_make_one_mosaic(tmp_path):
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "mosaic.tif"
+    region = tmp_path / "span.geojson"
+    region.write_text('{"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {}, "geometry": '
+                      '{"type": "Polygon", "coordinates": [[[-54.78, -25.52], [-54.62, -25.52], [-54.62, -25.02], '
+                      '[-54.78, -25.02], [-54.78, -25.52]]]}}]}')
+    exe = str(Path(sys.executable).with_name("sceneclip"))
+    res = subprocess.run([exe, "clip", real(ROW_077), real(ROW_078), str(region), str(out), "--src-nodata", "0", "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    import json
+
+    rec = json.loads(res.stdout)
+    assert rec["checks"]["sources_used"] == [real(ROW_077), real(ROW_078)] and rec["nodata"] == 0
+    with rasterio.open(out) as ds, rasterio.open(real(ROW_077)) as first:
+        assert ds.crs == first.crs and ds.res == first.res
+
+
+def test_src_nodata_on_one_source_keeps_its_grid_and_values(tmp_path):
+    """Declared nodata alone: the source's own grid, its values untouched, its zero collar now nodata."""
+    out = str(tmp_path / "one.tif")
+    rec = run_clip(real(ROW_078), SPAN, ClipOptions(src_nodata=0), output=out).record
+    assert rec.status == "ok", rec.error
+    with rasterio.open(out) as ds, rasterio.open(real(ROW_078)) as src:
+        assert ds.nodata == 0 and ds.crs == src.crs and ds.res == src.res
+        col, row = ~src.transform * (ds.transform.c, ds.transform.f)
+        assert col.is_integer() and row.is_integer()
+        window = rasterio.windows.Window(col, row, ds.width, ds.height)
+        got, want = ds.read(1, masked=True), src.read(1, window=window)
+        inside = dst_boundary_mask(SPAN, "EPSG:32621", ds.transform, got.shape)
+        np.testing.assert_array_equal(~np.ma.getmaskarray(got), inside & (want != 0))
+        np.testing.assert_array_equal(got.compressed(), want[~np.ma.getmaskarray(got)])
+        assert np.count_nonzero(inside & (want == 0)) > 1000  # the collar was there, and is now nodata

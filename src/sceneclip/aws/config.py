@@ -131,6 +131,7 @@ class Settings:
     dst_crs: str | None = None
     resolution: tuple[float, float] | None = None
     target_aligned: bool = False
+    src_nodata: float | None = None
     write_stac: bool = True
     tmpdir: str = "/tmp"
     memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB
@@ -205,6 +206,7 @@ class Settings:
             dst_crs=self.dst_crs,
             resolution=self.resolution,
             target_aligned=self.target_aligned,
+            src_nodata=self.src_nodata,
             tmpdir=self.tmpdir,
             memory_limit=self.memory_limit_mb * MIB,
             allowed_drivers=self.allowed_drivers,
@@ -258,7 +260,8 @@ def _overview_options(env: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _grid_options(env: Mapping[str, str]) -> dict[str, Any]:
-    """SCENECLIP_DST_CRS, SCENECLIP_RESOLUTION (one value, or x,y), SCENECLIP_TAP, SCENECLIP_RESAMPLING."""
+    """SCENECLIP_DST_CRS, SCENECLIP_RESOLUTION (one value, or x,y), SCENECLIP_TAP, SCENECLIP_RESAMPLING and
+    SCENECLIP_SRC_NODATA (nodata for sources that declare none)."""
     resampling = (env.get("SCENECLIP_RESAMPLING") or "nearest").strip().lower()
     if resampling not in WARP_RESAMPLING:
         raise ConfigError(f"SCENECLIP_RESAMPLING={resampling!r}: choose one of {', '.join(WARP_RESAMPLING)}")
@@ -272,8 +275,14 @@ def _grid_options(env: Mapping[str, str]) -> dict[str, Any]:
         if len(values) not in (1, 2):
             raise ConfigError(f"SCENECLIP_RESOLUTION={raw!r} is not one number or two (x,y)")
         resolution = (values[0], values[-1])
+    src_nodata = None
+    if (env.get("SCENECLIP_SRC_NODATA") or "").strip():
+        try:
+            src_nodata = float(env["SCENECLIP_SRC_NODATA"])
+        except ValueError as exc:
+            raise ConfigError(f"SCENECLIP_SRC_NODATA={env['SCENECLIP_SRC_NODATA']!r} is not a number") from exc
     return {"resampling": resampling, "dst_crs": (env.get("SCENECLIP_DST_CRS") or "").strip() or None,
-            "resolution": resolution, "target_aligned": _bool(env, "SCENECLIP_TAP")}
+            "resolution": resolution, "target_aligned": _bool(env, "SCENECLIP_TAP"), "src_nodata": src_nodata}
 
 
 def _drivers(env: Mapping[str, str]) -> tuple[str, ...]:

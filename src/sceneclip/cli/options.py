@@ -37,6 +37,7 @@ def clip_options(f: Any) -> Any:
         click.option("--tap/--no-tap", "--target-aligned-pixels/--no-target-aligned-pixels", "tap", default=False, help="Origin on multiples of --res (gdalwarp -tap), so every clip of a region shares one grid."),
         click.option("--resampling", type=click.Choice(WARP_RESAMPLING), default="nearest", show_default=True, help="Warp resampling (used only with a target grid)."),
         click.option("--force-resampling", is_flag=True, help="Allow interpolating resampling of categorical (paletted) data."),
+        click.option("--src-nodata", type=float, default=None, help="Nodata for sources that declare none (gdalwarp -srcnodata), e.g. 0 for a scene's zero collar, so it never wins a mosaic."),
         click.option("--tmpdir", type=click.Path(file_okay=False), default=None, envvar="SCENECLIP_TMPDIR", help="Where large clips spill instead of RAM. [env SCENECLIP_TMPDIR]"),
         click.option("--memory-limit", type=click.IntRange(min=1), default=DEFAULT_MEMORY_LIMIT_MB, show_default=True, envvar="SCENECLIP_MEMORY_LIMIT_MB", help="MB of uncompressed window kept in memory; larger clips spill to --tmpdir."),
     ]
@@ -47,7 +48,8 @@ def clip_options(f: Any) -> Any:
 
 def build_options(all_touched: bool, invert: bool, crop: bool, pad: bool, nodata: float | None, cog_profile: str,
                   overview_resampling: str | None, dst_crs: str | None, res: tuple[float, ...], tap: bool,
-                  resampling: str, force_resampling: bool, tmpdir: str | None, memory_limit: int) -> Any:
+                  resampling: str, force_resampling: bool, src_nodata: float | None, tmpdir: str | None,
+                  memory_limit: int) -> Any:
     from sceneclip.core.plan import MIB, ClipOptions
     from sceneclip.errors import InvalidOptionsError
 
@@ -56,5 +58,6 @@ def build_options(all_touched: bool, invert: bool, crop: bool, pad: bool, nodata
     return ClipOptions(
         all_touched=all_touched, invert=invert, crop=crop, pad=pad, nodata=nodata, profile=cog_profile,
         overview_resampling=overview_resampling, dst_crs=dst_crs, resolution=tuple(res) or None, target_aligned=tap,
-        resampling=resampling, force_resampling=force_resampling, tmpdir=tmpdir, memory_limit=memory_limit * MIB,
+        resampling=resampling, force_resampling=force_resampling, src_nodata=src_nodata, tmpdir=tmpdir,
+        memory_limit=memory_limit * MIB,
     )
