@@ -21,7 +21,8 @@ from sceneclip.core.geometry import Boundary
 from sceneclip.core.grid import TargetGrid
 from sceneclip.core.plan import ClipOptions, RasterInfo, chunk_grid, chunk_side
 from sceneclip.core.source import read_error
-from sceneclip.core.warp import ChunkReader, declared_nodata, warp_chunk
+from sceneclip.core.tilecache import BlockCache
+from sceneclip.core.warp import CACHE_BYTES, ChunkReader, declared_nodata, warp_chunk
 from sceneclip.core.warp_plan import WarpPlan, choose_grid, plan_warp
 from rasterio.errors import RasterioError
 
@@ -93,16 +94,17 @@ def plan_mosaic(sources: list[tuple[Any, RasterInfo]], boundary: Boundary, optio
 def mosaic_reader(parts: list[MosaicPart], plan: WarpPlan) -> ChunkReader:
     """Chunks of the mosaic: each pixel (per band) from the first source, in order, that has data there."""
     nodata = [declared_nodata(p.src, p.plan.src_nodata) for p in parts]
+    caches = [BlockCache(p.src, CACHE_BYTES // len(parts)) for p in parts]
 
     def read(chunk: Window) -> tuple[np.ndarray, np.ndarray]:
         shape = (plan.count, int(chunk.height), int(chunk.width))
         data = np.zeros(shape, dtype=plan.dtype)
         has = np.zeros(shape, dtype=bool)
-        for part, nodatavals in zip(parts, nodata, strict=True):
+        for part, nodatavals, cache in zip(parts, nodata, caches, strict=True):
             if not _overlaps(chunk, part.window) or has.all():
                 continue
             try:
-                values, valid = warp_chunk(part.src, part.plan, chunk, nodatavals)
+                values, valid = warp_chunk(part.src, part.plan, chunk, nodatavals, cache)
             except RasterioError as exc:
                 raise read_error(exc, part.info.name) from exc
             take = valid & ~has
