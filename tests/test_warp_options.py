@@ -162,3 +162,11 @@ def test_cli_vector_boundary_with_grid_fields_clips_onto_its_grid(tmp_path):
     assert res.returncode == 0, res.stderr
     with rasterio.open(out) as ds:
         assert ds.crs.to_epsg() == 32721 and ds.res == (10.0, 10.0) and ds.transform.c % 10 == 0
+
+
+def test_read_clip_refuses_a_target_grid_instead_of_ignoring_it():
+    from sceneclip.core.read import read_clip
+
+    region = Boundary.from_geometries([OVERLAP], "EPSG:4326", grid=TargetGrid.parse("EPSG:32722,20"))
+    with pytest.raises(InvalidOptionsError, match="warped clip"):
+        read_clip(real(ROW_078), region)

@@ -49,8 +49,8 @@ def plan_for_dataset(src: Any, boundary: Boundary, options: ClipOptions, *, name
     refuse_unsupported(src, name)
     info = RasterInfo.from_dataset(src, name=name)
     if choose_grid(info, options, boundary.grid) is not None:
-        raise InvalidOptionsError(f"{name}: a target grid (dst_crs/resolution or the region's grid) needs a warped "
-                                  "clip: use run_clip / clip_to_cog, which write a COG")
+        raise InvalidOptionsError(f"{name}: a target grid (dst_crs/resolution or the region's grid) and src_nodata "
+                                  "need a warped clip: use run_clip / clip_to_cog, which write a COG")
     try:
         shapes = to_raster_crs(boundary, info.crs, info.bounds, raster_name=name)
         pixel = min(abs(info.transform.a), abs(info.transform.e))
