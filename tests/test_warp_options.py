@@ -170,3 +170,12 @@ def test_read_clip_refuses_a_target_grid_instead_of_ignoring_it():
     region = Boundary.from_geometries([OVERLAP], "EPSG:4326", grid=TargetGrid.parse("EPSG:32722,20"))
     with pytest.raises(InvalidOptionsError, match="warped clip"):
         read_clip(real(ROW_078), region)
+
+
+def test_a_source_without_crs_is_refused_with_the_reason(tmp_path):
+    src = str(tmp_path / "nocrs.tif")
+    with rasterio.open(src, "w", driver="GTiff", width=8, height=8, count=1, dtype="uint8",
+                       transform=rasterio.transform.from_origin(0, 8, 1, 1)) as ds:
+        ds.write(np.ones((1, 8, 8), "uint8"))
+    rec = run_clip(src, Boundary.from_geometries([box(1, 1, 5, 5)], "EPSG:32618"), ClipOptions(dst_crs="EPSG:4326")).record
+    assert rec.status == "failed" and rec.error_type == "MissingCRSError" and "no CRS" in rec.error

@@ -30,7 +30,7 @@ from sceneclip.core.verify import verify_output
 from sceneclip.core.mosaic import mosaic_reader, plan_mosaic
 from sceneclip.core.warp import execute_warp, fill_grid
 from sceneclip.core.warp_plan import WarpPlan, choose_grid, plan_warp
-from sceneclip.errors import InvalidOptionsError, MissingCRSError, NoOverlapError, VerificationError, classify, redact
+from sceneclip.errors import InvalidOptionsError, NoOverlapError, VerificationError, classify, redact
 
 
 @dataclass
@@ -48,32 +48,40 @@ def plan_for_dataset(src: Any, boundary: Boundary, options: ClipOptions, *, name
     """
     refuse_unsupported(src, name)
     info = RasterInfo.from_dataset(src, name=name)
-    if choose_grid(info, options, boundary.grid) is not None:
+    if needs_warp(info, boundary, options):
         raise InvalidOptionsError(f"{name}: a target grid (dst_crs/resolution or the region's grid) and src_nodata "
                                   "need a warped clip: use run_clip / clip_to_cog, which write a COG")
+    return info, _plan_on_source_grid(info, boundary, options, name)
+
+
+def needs_warp(info: RasterInfo, boundary: Boundary, options: ClipOptions) -> bool:
+    """A target grid (the region's or the options'), or declared nodata: the warper's job. A source without
+    a CRS never warps (the source-grid planner says why it cannot be clipped)."""
+    return info.crs is not None and (boundary.grid is not None or options.warps or options.src_nodata is not None)
+
+
+def _plan_on_source_grid(info: RasterInfo, boundary: Boundary, options: ClipOptions, name: str) -> ClipPlan:
     try:
         shapes = to_raster_crs(boundary, info.crs, info.bounds, raster_name=name)
         pixel = min(abs(info.transform.a), abs(info.transform.e))
         shapes = simplify_for_grid(shapes, info.bounds, pixel, fraction=options.simplify_fraction,
                                    above=options.simplify_above)
         check_vertices(vertex_count(shapes), name, options.limits)
-        return info, plan_clip(info, shapes, options)
+        return plan_clip(info, shapes, options)
     except NoOverlapError:
         raise no_overlap_error(boundary, name) from None
 
 
 def plan_any(src: Any, boundary: Boundary, options: ClipOptions, *, name: str) -> tuple[RasterInfo, ClipPlan | WarpPlan]:
-    """The plan for ``src``: onto the region's or the options' target grid when there is one, else on the
-    source's own grid (:func:`plan_for_dataset`). Reads no pixels."""
+    """The plan for ``src``: onto the region's or the options' target grid when there is one (or onto its own
+    grid through the warper, for declared nodata), else on the source's own grid. Reads no pixels."""
     refuse_unsupported(src, name)
     info = RasterInfo.from_dataset(src, name=name)
+    if not needs_warp(info, boundary, options):
+        return info, _plan_on_source_grid(info, boundary, options, name)
     grid = choose_grid(info, options, boundary.grid)
-    if grid is None:
-        return plan_for_dataset(src, boundary, options, name=name)
-    if info.crs is None:
-        raise MissingCRSError(f"{name} has no CRS: it cannot be warped onto a target grid; assign one first")
     try:
-        return info, plan_warp(info, boundary, options, grid)
+        return info, plan_warp(info, boundary, options, grid)  # type: ignore[arg-type]
     except NoOverlapError:
         raise no_overlap_error(boundary, name) from None
 

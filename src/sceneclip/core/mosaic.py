@@ -26,7 +26,7 @@ from sceneclip.core.warp import CACHE_BYTES, ChunkReader, declared_nodata, warp_
 from sceneclip.core.warp_plan import WarpPlan, choose_grid, plan_warp
 from rasterio.errors import RasterioError
 
-from sceneclip.errors import NoOverlapError, UnsupportedRasterError
+from sceneclip.errors import MissingCRSError, NoOverlapError, UnsupportedRasterError
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,9 @@ def plan_mosaic(sources: list[tuple[Any, RasterInfo]], boundary: Boundary, optio
     """
     infos = [info for _, info in sources]
     first = infos[0]
+    for info in infos:
+        if info.crs is None:
+            raise MissingCRSError(f"{info.name} has no CRS: it cannot be placed in a mosaic; assign one first")
     for info in infos[1:]:
         if (info.count, info.dtype) != (first.count, first.dtype):
             raise UnsupportedRasterError(
