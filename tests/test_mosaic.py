@@ -121,3 +121,38 @@ def test_src_nodata_on_one_source_keeps_its_grid_and_values(tmp_path):
         np.testing.assert_array_equal(~np.ma.getmaskarray(got), inside & (want != 0))
         np.testing.assert_array_equal(got.compressed(), want[~np.ma.getmaskarray(got)])
         assert np.count_nonzero(inside & (want == 0)) > 1000  # the collar was there, and is now nodata
+
+
+def test_batch_group_by_makes_one_mosaic_per_group_and_region_and_resumes(tmp_path):
+    import json
+    import shutil as sh
+
+    import geopandas as gpd
+    from click.testing import CliRunner
+
+    from sceneclip.cli.batch import batch
+
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    sh.copy(real(ROW_077), scenes / "LC08_224077_20200518_B2.tif")  # file-name order: 077 first
+    sh.copy(real(ROW_078), scenes / "LC08_224078_20200518_B2.tif")
+    regions = str(tmp_path / "regions.gpkg")
+    gpd.GeoDataFrame({"name": ["span"], "geometry": list(SPAN.geometries)}, crs="EPSG:4326").to_file(regions)
+    out = tmp_path / "mosaics"
+    args = ["--sources", str(scenes / "*.tif"), "--boundary", regions, "--region-field", "name", "--out", str(out),
+            "--group-by", r"_(?P<group>\d{8})_", "--src-nodata", "0", "--no-progress"]
+    res = CliRunner().invoke(batch, args)
+    assert res.exit_code == 0, res.output
+    lines = [json.loads(x) for x in (out / "report.jsonl").read_text().splitlines()]
+    assert len(lines) == 1 and lines[0]["status"] == "ok"
+    assert lines[0]["job"]["sources"] == [str(scenes / "LC08_224078_20200518_B2.tif")]
+    direct = str(tmp_path / "direct.tif")
+    rec = run_clip([str(scenes / "LC08_224077_20200518_B2.tif"), str(scenes / "LC08_224078_20200518_B2.tif")], SPAN,
+                   ClipOptions(src_nodata=0), output=direct).record
+    with rasterio.open(out / "span" / "20200518.tif") as a, rasterio.open(direct) as b:
+        np.testing.assert_array_equal(a.read(masked=True).filled(0), b.read(masked=True).filled(0))
+        assert a.transform == b.transform and rec.valid_pixels == lines[0]["valid_pixels"]
+    again = CliRunner().invoke(batch, args)
+    assert again.exit_code == 0 and "1 skipped" in again.output
+    bad = CliRunner().invoke(batch, [a if a != r"_(?P<group>\d{8})_" else r"\d{8}" for a in args])
+    assert bad.exit_code == 1 and "named group" in bad.output
