@@ -9,7 +9,7 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv tools browser checkov demo test test-py311 bench bench-peers bench-memory bench-coldstart layer load clean
+.PHONY: help venv tools browser gdal checkov demo test test-py311 bench bench-peers bench-memory bench-coldstart layer load clean
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -45,6 +45,14 @@ browser:  ## install headless Chromium (Debian package chromium) for the report 
 		$$SUDO apt-get update -qq >/dev/null && \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
+# The target-grid tests compare with gdalwarp (Debian's gdal-bin): installed once when missing, like chromium.
+gdal:  ## install gdalwarp (Debian package gdal-bin) for the target-grid comparison tests, when missing
+	@command -v gdalwarp >/dev/null 2>&1 || { \
+		echo "installing gdal-bin (apt) for the gdalwarp comparison tests"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq >/dev/null && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq gdal-bin >/dev/null; }
+
 # checkov pins boto3/botocore of its own: another virtualenv. Run offline (--skip-download).
 CHECKOV_VENV ?= .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
@@ -56,7 +64,7 @@ $(CHECKOV_STAMP): requirements-checkov.lock
 checkov: $(CHECKOV_STAMP)  ## scan template.yaml with checkov (0 failed checks: each is fixed or skipped with a reason)
 	$(CHECKOV_VENV)/bin/checkov -f template.yaml --framework cloudformation --skip-download --compact --quiet
 
-test: $(STAMP) $(TOOLS_STAMP) $(CHECKOV_STAMP) browser  ## layer contracts, checkov, then the suite on Python 3.12 (Lambda's), then again on 3.11 when installed
+test: $(STAMP) $(TOOLS_STAMP) $(CHECKOV_STAMP) browser gdal  ## layer contracts, checkov, then the suite on Python 3.12 (Lambda's), then again on 3.11 when installed
 	$(VENV)/bin/lint-imports
 	SCENECLIP_TOOLS_BIN=$(abspath $(TOOLS_VENV))/bin SCENECLIP_CHECKOV_BIN=$(abspath $(CHECKOV_VENV))/bin/checkov \
 		$(VPY) -m pytest $(PYTEST_ARGS)

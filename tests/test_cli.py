@@ -20,6 +20,7 @@ SCENECLIP = str(Path(sys.executable).with_name("sceneclip"))
 def test_help_explains_every_option():
     out = CliRunner().invoke(main, ["clip", "--help"]).output
     for opt in ("--region-field", "--region", "--layer", "--all-touched", "--nodata", "--profile", "--resampling",
+                "--overview-resampling", "--dst-crs", "--res", "--tap", "--target-aligned-pixels", "--force-resampling",
                 "--tmpdir", "--json", "Exit status"):
         assert opt in out
 

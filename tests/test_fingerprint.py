@@ -15,7 +15,8 @@ from sceneclip.tools.batch import options_hash
 
 ENV = {"SCENECLIP_OUTPUT_BUCKET": "out", "SCENECLIP_BOUNDARIES": "s3://b/store", "SCENECLIP_RECORDS_TABLE": "t"}
 CHANGED = {"all_touched": True, "invert": True, "crop": False, "pad": True, "nodata": 7.0, "profile": "zstd",
-           "resampling": "nearest"}
+           "overview_resampling": "nearest", "resampling": "bilinear", "dst_crs": "EPSG:4326", "resolution": (10.0, 10.0),
+           "target_aligned": True, "src_nodata": 0.0}
 
 
 @pytest.mark.parametrize("name", ClipOptions.OUTPUT_FIELDS)

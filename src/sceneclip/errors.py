@@ -44,6 +44,10 @@ class InvalidOptionsError(PermanentError):
     """Options that cannot be combined (e.g. invert with crop)."""
 
 
+class ResamplingRefusedError(InvalidOptionsError):
+    """Interpolating resampling asked of categorical data (a colour table): it would invent classes."""
+
+
 class InvalidItemError(PermanentError):
     """A STAC Item that cannot be clipped as given: no assets, an asset without href, a selected asset missing."""
 

@@ -16,6 +16,7 @@ from sceneclip.core.gdalenv import DEFAULT_ALLOWED_DRIVERS, INDIRECTION_DRIVERS
 from sceneclip.core.limits import SourceLimits
 from sceneclip.core.plan import DEFAULT_MEMORY_LIMIT_MB, MIB, ClipOptions
 from sceneclip.core.cog import COG_PROFILES, RESAMPLING_CHOICES
+from sceneclip.core.grid import WARP_RESAMPLING
 from sceneclip.core.naming import OutputTemplate
 from sceneclip.aws.stac_config import StacSettings
 from sceneclip.aws.sources import RequesterPays
@@ -127,7 +128,12 @@ class Settings:
     pad: bool = False
     nodata: float | None = None
     cog_profile: str = "deflate"
-    resampling: str | None = None
+    overview_resampling: str | None = None
+    resampling: str = "nearest"
+    dst_crs: str | None = None
+    resolution: tuple[float, float] | None = None
+    target_aligned: bool = False
+    src_nodata: float | None = None
     write_stac: bool = True
     tmpdir: str = "/tmp"
     memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB
@@ -173,6 +179,7 @@ class Settings:
             invert=_bool(env, "SCENECLIP_INVERT"),
             pad=_bool(env, "SCENECLIP_PAD"),
             **_overview_options(env),
+            **_grid_options(env),
             write_stac=_bool(env, "SCENECLIP_WRITE_STAC", True),
             tmpdir=env.get("SCENECLIP_TMPDIR") or env.get("TMPDIR") or "/tmp",
             memory_limit_mb=memory,
@@ -201,7 +208,12 @@ class Settings:
             pad=self.pad,
             nodata=self.nodata,
             profile=self.cog_profile,
+            overview_resampling=self.overview_resampling,
             resampling=self.resampling,
+            dst_crs=self.dst_crs,
+            resolution=self.resolution,
+            target_aligned=self.target_aligned,
+            src_nodata=self.src_nodata,
             tmpdir=self.tmpdir,
             memory_limit=self.memory_limit_mb * MIB,
             allowed_drivers=self.allowed_drivers,
@@ -248,10 +260,36 @@ def _overview_options(env: Mapping[str, str]) -> dict[str, Any]:
     profile = env.get("SCENECLIP_COG_PROFILE", "deflate").lower()
     if profile not in COG_PROFILES:
         raise ConfigError(f"SCENECLIP_COG_PROFILE={profile!r}: choose one of {sorted(COG_PROFILES)}")
-    resampling = (env.get("SCENECLIP_RESAMPLING") or "").lower() or None
+    resampling = (env.get("SCENECLIP_OVERVIEW_RESAMPLING") or "").lower() or None
     if resampling and resampling not in RESAMPLING_CHOICES:
-        raise ConfigError(f"SCENECLIP_RESAMPLING={resampling!r}: choose one of {RESAMPLING_CHOICES}")
-    return {"nodata": nodata, "cog_profile": profile, "resampling": resampling}
+        raise ConfigError(f"SCENECLIP_OVERVIEW_RESAMPLING={resampling!r}: choose one of {RESAMPLING_CHOICES}")
+    return {"nodata": nodata, "cog_profile": profile, "overview_resampling": resampling}
+
+
+def _grid_options(env: Mapping[str, str]) -> dict[str, Any]:
+    """SCENECLIP_DST_CRS, SCENECLIP_RESOLUTION (one value, or x,y), SCENECLIP_TAP, SCENECLIP_RESAMPLING and
+    SCENECLIP_SRC_NODATA (nodata for sources that declare none)."""
+    resampling = (env.get("SCENECLIP_RESAMPLING") or "nearest").strip().lower()
+    if resampling not in WARP_RESAMPLING:
+        raise ConfigError(f"SCENECLIP_RESAMPLING={resampling!r}: choose one of {', '.join(WARP_RESAMPLING)}")
+    raw = (env.get("SCENECLIP_RESOLUTION") or "").strip()
+    resolution = None
+    if raw:
+        try:
+            values = [float(v) for v in raw.split(",")]
+        except ValueError as exc:
+            raise ConfigError(f"SCENECLIP_RESOLUTION={raw!r} is not one number or two (x,y)") from exc
+        if len(values) not in (1, 2):
+            raise ConfigError(f"SCENECLIP_RESOLUTION={raw!r} is not one number or two (x,y)")
+        resolution = (values[0], values[-1])
+    src_nodata = None
+    if (env.get("SCENECLIP_SRC_NODATA") or "").strip():
+        try:
+            src_nodata = float(env["SCENECLIP_SRC_NODATA"])
+        except ValueError as exc:
+            raise ConfigError(f"SCENECLIP_SRC_NODATA={env['SCENECLIP_SRC_NODATA']!r} is not a number") from exc
+    return {"resampling": resampling, "dst_crs": (env.get("SCENECLIP_DST_CRS") or "").strip() or None,
+            "resolution": resolution, "target_aligned": _bool(env, "SCENECLIP_TAP"), "src_nodata": src_nodata}
 
 
 def _drivers(env: Mapping[str, str]) -> tuple[str, ...]:

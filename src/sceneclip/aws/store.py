@@ -39,6 +39,7 @@ from shapely.geometry.base import BaseGeometry
 from sceneclip.core.files import atomic_write
 from sceneclip.errors import (
     ConfigError,
+    InvalidOptionsError,
     SceneclipError,
     SourceUnavailableError,
     UnknownRegionError,
@@ -46,6 +47,7 @@ from sceneclip.errors import (
 )
 from sceneclip.errors import DENIED, MISSING
 from sceneclip.core.geometry import Boundary
+from sceneclip.core.grid import TargetGrid
 
 FORMAT = "sceneclip-boundaries/1"
 INDEX_NAME = "index.json"
@@ -58,10 +60,15 @@ _WARM_STORE_CACHE: dict[str, BoundaryStore] = {}
 
 
 
-def store_version(region_hashes: Mapping[str, str], crs_wkt: str, region_field: str) -> str:
-    """sha256 over the format, region field, CRS and every (region id, geometry hash): changes exactly when
-    what a clip would use changes (not when the store is merely rebuilt)."""
-    doc = {"format": FORMAT, "crs": crs_wkt, "region_field": region_field, "regions": sorted(region_hashes.items())}
+def store_version(region_hashes: Mapping[str, str], crs_wkt: str, region_field: str,
+                  grids: Mapping[str, str] | None = None) -> str:
+    """sha256 over the format, region field, CRS, every (region id, geometry hash) and every region's grid:
+    changes exactly when what a clip would use changes (not when the store is merely rebuilt). A store
+    without grids keeps the version it always had."""
+    doc: dict[str, Any] = {"format": FORMAT, "crs": crs_wkt, "region_field": region_field,
+                           "regions": sorted(region_hashes.items())}
+    if grids:
+        doc["grids"] = sorted(grids.items())
     return hashlib.sha256(json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()).hexdigest()
 
 
@@ -235,9 +242,20 @@ class BoundaryStore:
         bnd = self._boundaries.get(region)
         if bnd is None:
             geom = self.geometry(region)
-            bnd = Boundary.from_geometries([geom], self.crs, source=f"{self.uri}#{region}", region=region)
+            bnd = Boundary.from_geometries([geom], self.crs, source=f"{self.uri}#{region}", region=region,
+                                           grid=self.grid(region))
             self._boundaries[region] = bnd
         return bnd
+
+    def grid(self, region: str) -> TargetGrid | None:
+        """The region's target grid (its own, or the store's default at build time); None = the source's grid."""
+        spec = self._entry(region).get("grid")
+        if spec is None:
+            return None
+        try:
+            return TargetGrid.from_parts(spec["crs"], spec["res"], what=f"region {region!r} of {self.uri}")
+        except (InvalidOptionsError, KeyError, TypeError) as exc:
+            raise _bad_store(self._location, f"the grid of region {region!r} is malformed ({exc})") from exc
 
     def intersecting(self, footprints: Sequence[BaseGeometry]) -> list[str]:
         """Sorted ids of every region whose geometry intersects any of ``footprints`` (store CRS).

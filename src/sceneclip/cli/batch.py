@@ -24,6 +24,9 @@ from sceneclip.tools.batch_jobs import jobs_from_manifest, jobs_from_sources
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False), help="Output folder (with --sources): OUT/REGION/SCENE.tif.")
 @click.option("--output-key", default=None, help="Output path template under --out, e.g. '{region_slug}/{date}/{key_slug}' "
               "(placeholders as SCENECLIP_OUTPUT_KEY; {key} is the file name). Default: REGION/FILE.")
+@click.option("--group-by", default=None, metavar="REGEX",
+              help="With --sources: a regex whose named group (?P<group>…) of each file name (e.g. a date) makes one "
+                   "mosaic per (group, region), in file-name order (first valid pixel wins): OUT/REGION/GROUP.tif.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes.")
 @click.option("--report", default=None, type=click.Path(dir_okay=False), help="JSON-lines report. Default: OUT/report.jsonl, or MANIFEST.report.jsonl beside the manifest.")
 @click.option("--no-resume", is_flag=True, help="Redo every job, even those the report shows verified with unchanged outputs.")
@@ -31,7 +34,7 @@ from sceneclip.tools.batch_jobs import jobs_from_manifest, jobs_from_sources
 @click.option("--no-progress", is_flag=True, help="No progress bar (it is also off when stderr is not a terminal).")
 @clip_options
 def batch(manifest: str | None, sources: str | None, boundary: str | None, region_field: str | None,
-          layer: str | None, out_dir: str | None, output_key: str | None, workers: int, report: str | None, no_resume: bool, stac: bool,
+          layer: str | None, out_dir: str | None, output_key: str | None, group_by: str | None, workers: int, report: str | None, no_resume: bool, stac: bool,
           no_progress: bool, **opts: Any) -> None:
     """Clip many scenes to many regions on this machine, in parallel, resumably.
 
@@ -47,7 +50,12 @@ def batch(manifest: str | None, sources: str | None, boundary: str | None, regio
     Examples:
       sceneclip batch jobs.csv --workers 4
       sceneclip batch --sources 'scenes/*.tif' --boundary regions.gpkg --region-field name --out clips --stac
+      sceneclip batch --sources 'scenes/*.tif' --boundary regions.gpkg --region-field name --out mosaics --group-by '_(?P<group>[0-9]{8})_' --src-nodata 0
     """
+    if manifest and group_by:
+        raise click.UsageError("--group-by groups --sources scenes into mosaics; a manifest lists its own jobs")
+    if group_by and output_key:
+        raise click.UsageError("--group-by names its outputs REGION/GROUP.tif; --output-key cannot be combined with it")
     if manifest and output_key:
         raise click.UsageError("--output-key names outputs of --sources jobs; a manifest names its own outputs")
     if manifest and (sources or out_dir):
@@ -60,7 +68,8 @@ def batch(manifest: str | None, sources: str | None, boundary: str | None, regio
             jobs = jobs_from_manifest(manifest, region_field=region_field, layer=layer)
             report = report or str(Path(manifest).with_suffix(".report.jsonl"))
         else:
-            jobs = jobs_from_sources(sources, boundary, region_field, out_dir, layer, output_key=output_key)  # type: ignore[arg-type]
+            jobs = jobs_from_sources(sources, boundary, region_field, out_dir, layer, output_key=output_key,  # type: ignore[arg-type]
+                                     group_by=group_by)
             report = report or os.path.join(out_dir, REPORT_NAME)  # type: ignore[arg-type]
         if not jobs:
             click.echo(f"sceneclip batch: no scene overlaps any region of {boundary}; nothing to do", err=True)

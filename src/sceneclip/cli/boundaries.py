@@ -30,8 +30,11 @@ def boundaries() -> None:
 @click.option("--region-field", required=True, help="Attribute whose value (as text) is the region id, e.g. 'name'.")
 @click.option("--out", "out", required=True, help="Store location: a directory or s3://bucket/prefix.")
 @click.option("--layer", default=None, help="Layer of a multi-layer vector file (GeoPackage).")
+@click.option("--grid", default=None, metavar="CRS,RES",
+              help="Default target grid of every region (CRS,RES or CRS,XRES,YRES; origin on multiples of RES): "
+                   "every clip of a region lands on it. Per-feature fields grid_crs/grid_res override it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the build summary as JSON on stdout.")
-def build(vector: str, region_field: str, out: str, layer: str | None, as_json: bool) -> None:
+def build(vector: str, region_field: str, out: str, layer: str | None, grid: str | None, as_json: bool) -> None:
     """Compile VECTOR (any file geopandas reads) into a boundary store at --out.
 
     Features are repaired (make_valid, polygons only); features without a region id or without a polygon
@@ -41,11 +44,12 @@ def build(vector: str, region_field: str, out: str, layer: str | None, as_json: 
     \b
     Example:
       sceneclip boundaries build countries.shp --region-field name --out s3://my-bucket/boundaries/countries
+      sceneclip boundaries build parks.gpkg --region-field id --out ./store --grid EPSG:32613,30
     """
     from sceneclip.tools.store_build import build_store
 
     try:
-        summary = build_store(vector, region_field, out, layer=layer)
+        summary = build_store(vector, region_field, out, layer=layer, grid=grid)
     except SceneclipError as exc:
         _fail(str(exc))
     if as_json:

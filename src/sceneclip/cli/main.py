@@ -27,7 +27,7 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("source")
+@click.argument("sources", nargs=-1, required=True, metavar="SOURCE...")
 @click.argument("boundary")
 @click.argument("output", type=click.Path(dir_okay=False))
 @click.option("--layer", default=None, help="Layer of a multi-layer boundary file (GeoPackage).")
@@ -36,12 +36,16 @@ def main() -> None:
 @clip_options
 @click.option("--json", "as_json", is_flag=True, help="Print the verification record as JSON on stdout.")
 @click.option("--overwrite/--no-overwrite", default=True, show_default=True, help="Replace OUTPUT if it exists.")
-def clip(source: str, boundary: str, output: str, layer: str | None, region_field: str | None, region: str | None,
-         as_json: bool, overwrite: bool, **opts: Any) -> None:
+def clip(sources: tuple[str, ...], boundary: str, output: str, layer: str | None, region_field: str | None,
+         region: str | None, as_json: bool, overwrite: bool, **opts: Any) -> None:
     """Clip SOURCE to BOUNDARY and write a verified COG to OUTPUT.
 
     SOURCE is any raster rasterio opens: a local path, /vsis3/bucket/key or s3://bucket/key
     (AWS_ENDPOINT_URL retargets S3). BOUNDARY is any vector file geopandas reads.
+
+    Several SOURCEs make one mosaic: on the target grid if given (--dst-crs/--res, or the region's grid),
+    else on the first source's grid; where they overlap the first valid pixel in the order given wins
+    (gdalwarp lets later inputs win). Use --src-nodata for sources that declare no nodata.
 
     Exit status 0 when every verification check holds; 1 with a one-line reason on stderr, and no OUTPUT
     file, for bad input or a failed check.
@@ -49,6 +53,7 @@ def clip(source: str, boundary: str, output: str, layer: str | None, region_fiel
     \b
     Example:
       sceneclip clip scene.tif countries.shp bahamas.tif --region-field name --region Bahamas --json
+      sceneclip clip row77.tif row78.tif region.geojson mosaic.tif --src-nodata 0
     """
     import rasterio
 
@@ -63,9 +68,9 @@ def clip(source: str, boundary: str, output: str, layer: str | None, region_fiel
         bnd = load_boundary(boundary, layer=layer, region_field=region_field, region=region)
     except SceneclipError as exc:
         fail(str(exc))
-    env = gdal_s3_options() if source.startswith(("s3://", "/vsis3/")) else {}
+    env = gdal_s3_options() if any(s.startswith(("s3://", "/vsis3/")) for s in sources) else {}
     with rasterio.Env(**env):
-        result = run_clip(source, bnd, options, output=output)
+        result = run_clip(sources[0] if len(sources) == 1 else list(sources), bnd, options, output=output)
     if as_json:
         click.echo(result.record.to_json(indent=2))
     if not result.record.ok:

@@ -8,6 +8,8 @@ failed :class:`~sceneclip.core.records.VerificationRecord`, which is what the CL
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -20,12 +22,15 @@ from sceneclip.core.execute import ExecutionStats, execute_plan
 from sceneclip.core.geometry import Boundary, no_overlap_error, simplify_for_grid, to_raster_crs, vertex_count
 from sceneclip.core.limits import check_vertices
 from sceneclip.core.output import ClipOutput, Workspace
-from sceneclip.core.plan import ClipOptions, ClipPlan, RasterInfo, plan_clip
+from sceneclip.core.plan import GRID_CONFLICT, ClipOptions, ClipPlan, RasterInfo, plan_clip
 from sceneclip.core.limits import refuse_unsupported
 from sceneclip.core.records import VerificationRecord, failed_record
 from sceneclip.core.source import open_source
 from sceneclip.core.verify import verify_output
-from sceneclip.errors import NoOverlapError, VerificationError, classify, redact
+from sceneclip.core.mosaic import mosaic_reader, plan_mosaic
+from sceneclip.core.warp import execute_warp, fill_grid
+from sceneclip.core.warp_plan import WarpPlan, choose_grid, plan_warp
+from sceneclip.errors import InvalidOptionsError, NoOverlapError, VerificationError, classify, redact
 
 
 @dataclass
@@ -33,29 +38,66 @@ class ClipResult:
     """The outcome of one clip: the verification record, the COG (None once saved or on failure) and the plan."""
     record: VerificationRecord
     output: ClipOutput | None
-    plan: ClipPlan | None = None
+    plan: ClipPlan | WarpPlan | None = None
 
 
 def plan_for_dataset(src: Any, boundary: Boundary, options: ClipOptions, *, name: str) -> tuple[RasterInfo, ClipPlan]:
-    """The compute step for an open dataset: its grid, the boundary in its CRS, the plan. Reads no pixels."""
+    """The compute step for an open dataset: its grid, the boundary in its CRS, the plan. Reads no pixels.
+
+    This plans on the source's own grid; :func:`plan_any` also plans onto a target grid.
+    """
     refuse_unsupported(src, name)
     info = RasterInfo.from_dataset(src, name=name)
+    if needs_warp(info, boundary, options):
+        raise InvalidOptionsError(f"{name}: a target grid (dst_crs/resolution or the region's grid) and src_nodata "
+                                  "need a warped clip: use run_clip / clip_to_cog, which write a COG")
+    return info, _plan_on_source_grid(info, boundary, options, name)
+
+
+def needs_warp(info: RasterInfo, boundary: Boundary, options: ClipOptions) -> bool:
+    """A target grid (the region's or the options'), or declared nodata: the warper's job. A source without
+    a CRS never warps (the source-grid planner says why it cannot be clipped)."""
+    return info.crs is not None and (boundary.grid is not None or options.warps or options.src_nodata is not None)
+
+
+def _plan_on_source_grid(info: RasterInfo, boundary: Boundary, options: ClipOptions, name: str) -> ClipPlan:
     try:
         shapes = to_raster_crs(boundary, info.crs, info.bounds, raster_name=name)
         pixel = min(abs(info.transform.a), abs(info.transform.e))
         shapes = simplify_for_grid(shapes, info.bounds, pixel, fraction=options.simplify_fraction,
                                    above=options.simplify_above)
         check_vertices(vertex_count(shapes), name, options.limits)
-        return info, plan_clip(info, shapes, options)
+        return plan_clip(info, shapes, options)
     except NoOverlapError:
         raise no_overlap_error(boundary, name) from None
 
 
+def plan_any(src: Any, boundary: Boundary, options: ClipOptions, *, name: str) -> tuple[RasterInfo, ClipPlan | WarpPlan]:
+    """The plan for ``src``: onto the region's or the options' target grid when there is one (or onto its own
+    grid through the warper, for declared nodata), else on the source's own grid. Reads no pixels."""
+    refuse_unsupported(src, name)
+    info = RasterInfo.from_dataset(src, name=name)
+    if not needs_warp(info, boundary, options):
+        return info, _plan_on_source_grid(info, boundary, options, name)
+    grid = choose_grid(info, options, boundary.grid)
+    try:
+        return info, plan_warp(info, boundary, options, grid)  # type: ignore[arg-type]
+    except NoOverlapError:
+        raise no_overlap_error(boundary, name) from None
+
+
+def execute_any(src: Any, plan: ClipPlan | WarpPlan, dst_path: str, options: ClipOptions,
+                deadline: Deadline | None) -> ExecutionStats:
+    """The apply step matching the plan: warp onto a target grid, or stream the source's own grid."""
+    run = execute_warp if isinstance(plan, WarpPlan) else execute_plan
+    return run(src, plan, dst_path, samples_per_chunk=options.samples_per_chunk, deadline=deadline)
+
+
 def clip_to_cog(
-    source: str, boundary: Boundary, options: ClipOptions | None = None, *, name: str | None = None,
+    source: str | Sequence[str], boundary: Boundary, options: ClipOptions | None = None, *, name: str | None = None,
     deadline: Deadline | None = None,
 ) -> ClipResult:
-    """Clip ``source`` (path, /vsis3/ or s3:// URI) to ``boundary``; write and verify a COG.
+    """Clip ``source`` (path, /vsis3/ or s3:// URI; or several: a mosaic) to ``boundary``; write and verify a COG.
 
     Raises a SceneclipError subclass for bad input (permanent) or a fault that may pass (transient), and
     VerificationError when the written output fails a check. On success the COG is in ``result.output``
@@ -63,33 +105,75 @@ def clip_to_cog(
     ``name`` is how the source appears in records and messages (e.g. s3://bucket/key instead of a
     presigned URL); it defaults to ``source``. With a ``deadline`` the clip is abandoned between steps and
     between chunks with a transient DeadlineExceeded once its budget is spent (nothing partial is kept).
+    Several sources are merged by :mod:`~sceneclip.core.mosaic` (the first valid pixel wins).
     """
-    name = name or redact(source)
-
     options = options or ClipOptions()
+    if not isinstance(source, str):
+        if len(source) == 1:
+            return clip_to_cog(source[0], boundary, options, name=name, deadline=deadline)
+        return _clip_mosaic(list(source), boundary, options, deadline)
+    name = name or redact(source)
     started = time.perf_counter()
+    with rasterio.Env(**_read_env(options)), open_source(source, name, drivers=options.allowed_drivers,
+                                                         limits=options.limits) as src:
+        info, plan = plan_any(src, boundary, options, name=name)
+        return _write_and_verify(plan, info, boundary, options, name, started, deadline,
+                                 lambda path: execute_any(src, plan, path, options, deadline))
+
+
+def _clip_mosaic(sources: list[str], boundary: Boundary, options: ClipOptions, deadline: Deadline | None) -> ClipResult:
+    """Several sources onto one grid (:mod:`~sceneclip.core.mosaic`), then the same COG writing and checks."""
+    if options.invert or not options.crop or options.pad:
+        raise InvalidOptionsError(GRID_CONFLICT)
+    started = time.perf_counter()
+    names = [redact(s) for s in sources]
+    with rasterio.Env(**_read_env(options)), ExitStack() as stack:
+        opened = []
+        for source, label in zip(sources, names, strict=True):
+            src = stack.enter_context(open_source(source, label, drivers=options.allowed_drivers, limits=options.limits))
+            refuse_unsupported(src, label)
+            opened.append((src, RasterInfo.from_dataset(src, name=label)))
+        plan, parts = plan_mosaic(opened, boundary, options, boundary.grid)
+        what = " + ".join(names)
+        result = _write_and_verify(
+            plan, opened[0][1], boundary, options, what, started, deadline,
+            lambda path: fill_grid(plan, path, mosaic_reader(parts, plan), meta=parts[0].src, name=what,
+                                   samples_per_chunk=options.samples_per_chunk, deadline=deadline),
+        )
+    result.record.checks["sources"] = names
+    result.record.checks["sources_used"] = [p.info.name for p in parts]
+    result.record = replace(result.record, source=what)
+    return result
+
+
+def _read_env(options: ClipOptions) -> dict[str, Any]:
     env: dict[str, Any] = {"GDAL_CACHEMAX": options.gdal_cache_mb, **SOURCE_READ_OPTIONS}
     if options.tmpdir:
         env["CPL_TMPDIR"] = options.tmpdir
-    with rasterio.Env(**env), open_source(source, name, drivers=options.allowed_drivers, limits=options.limits) as src:
-        info, plan = plan_for_dataset(src, boundary, options, name=name)
-        workspace = Workspace(plan, options)
-        output: ClipOutput | None = None
-        try:
-            stats = execute_plan(src, plan, workspace.intermediate, samples_per_chunk=options.samples_per_chunk,
-                                 deadline=deadline)
-            refuse_empty(stats, boundary, name, options)
-            if deadline is not None:
-                deadline.check(f"before writing the COG of {name}")
-            output = workspace.new_output()
-            write_cog(workspace.intermediate, output.name, plan, options)
-            workspace.cleanup()  # the intermediate is not needed for verification: free it now
-            record = verify_output(output, plan, info, stats, boundary, started=started)
-        except BaseException:
-            if output is not None:
-                output.close()
-            workspace.cleanup(remove_dir=True)
-            raise
+    return env
+
+
+def _write_and_verify(
+    plan: ClipPlan | WarpPlan, info: RasterInfo, boundary: Boundary, options: ClipOptions, name: str, started: float,
+    deadline: Deadline | None, execute: Callable[[str], ExecutionStats],
+) -> ClipResult:
+    """Execute into the intermediate, write the COG, verify it; nothing partial survives a failure."""
+    workspace = Workspace(plan, options)
+    output: ClipOutput | None = None
+    try:
+        stats = execute(workspace.intermediate)
+        refuse_empty(stats, boundary, name, options)
+        if deadline is not None:
+            deadline.check(f"before writing the COG of {name}")
+        output = workspace.new_output()
+        write_cog(workspace.intermediate, output.name, plan, options)
+        workspace.cleanup()  # the intermediate is not needed for verification: free it now
+        record = verify_output(output, plan, info, stats, boundary, started=started)
+    except BaseException:
+        if output is not None:
+            output.close()
+        workspace.cleanup(remove_dir=True)
+        raise
     if record.status != "ok":
         output.close()
         raise VerificationError(record.error or "verification failed", record=record)
@@ -107,7 +191,7 @@ def refuse_empty(stats: ExecutionStats, boundary: Boundary, source: str, options
 
 
 def run_clip(
-    source: str, boundary: Boundary, options: ClipOptions | None = None, *, output: str | None = None
+    source: str | Sequence[str], boundary: Boundary, options: ClipOptions | None = None, *, output: str | None = None
 ) -> ClipResult:
     """:func:`clip_to_cog` that never raises: every failure comes back as a failed record (typed by
     :func:`sceneclip.errors.classify`; an unforeseen one as a transient ``UnexpectedError``).
@@ -119,8 +203,9 @@ def run_clip(
     try:
         result = clip_to_cog(source, boundary, options)
     except Exception as exc:  # anything untyped is classified (UnexpectedError when nothing fits), never raw
-        err = classify(exc, what=f"clipping {redact(source)}")
-        rec = getattr(err, "record", None) or failed_record(source, boundary, err, started=started)
+        label = source if isinstance(source, str) else " + ".join(source)
+        err = classify(exc, what=f"clipping {redact(label)}")
+        rec = getattr(err, "record", None) or failed_record(label, boundary, err, started=started)
         if output:
             rec = replace(rec, output=None)
         return ClipResult(record=rec, output=None)

@@ -78,5 +78,5 @@ INTERMEDIATE_OPTIONS: dict[str, Any] = {
 
 def write_cog(intermediate: str, dst_path: str, plan: Any, options: Any) -> None:
     """GDAL's COG driver (create-copy only) from the intermediate: tiles, overviews, IFD layout."""
-    opts = cog_options(options.profile, dtype=plan.dtype, resampling=plan.resampling)
+    opts = cog_options(options.profile, dtype=plan.dtype, resampling=plan.overview_resampling)
     rasterio.shutil.copy(intermediate, dst_path, driver="COG", **opts)

@@ -18,6 +18,7 @@ from rasterio.warp import transform as warp_transform
 from shapely.geometry import MultiPolygon, Polygon, box
 from shapely.geometry.base import BaseGeometry
 
+from sceneclip.core.grid import TargetGrid
 from sceneclip.errors import BoundaryError, EmptyGeometryError, MissingCRSError, NoOverlapError, ReprojectionError
 
 # Long edges are split so that no segment spans more than this share of the raster's extent before
@@ -32,8 +33,9 @@ FOOTPRINT_POINTS_PER_SIDE = 64
 class Boundary:
     """A boundary to clip to: polygonal geometries in a known CRS, plus where they came from.
 
-    ``content_hash`` identifies the geometry itself (WKB + CRS), so records and idempotency keys change when
-    the boundary changes even if its file name does not.
+    ``content_hash`` identifies the geometry itself (WKB + CRS, and the region's grid when it has one), so
+    records and idempotency keys change when the boundary changes even if its file name does not.
+    ``grid``: the region's own target grid; every clip of the region lands on it, whatever the options say.
     """
 
     geometries: tuple[BaseGeometry, ...]
@@ -41,6 +43,7 @@ class Boundary:
     source: str = "<memory>"
     region: str | None = None
     content_hash: str = field(default="")
+    grid: TargetGrid | None = None
 
     @classmethod
     def from_geometries(
@@ -50,6 +53,7 @@ class Boundary:
         *,
         source: str = "<memory>",
         region: str | None = None,
+        grid: TargetGrid | None = None,
     ) -> Boundary:
         """Build a boundary from shapely geometries; ``crs`` is anything ``rasterio.crs.CRS`` accepts."""
         if isinstance(geometries, BaseGeometry):
@@ -61,15 +65,21 @@ class Boundary:
                 "or pass crs= to the library"
             )
         crs_obj = crs if isinstance(crs, CRS) else CRS.from_user_input(crs)
-        return cls(geoms, crs_obj, source, region, content_hash(geoms, crs_obj))
+        return cls(geoms, crs_obj, source, region, content_hash(geoms, crs_obj, grid), grid)
 
 
-def content_hash(geometries: Sequence[BaseGeometry], crs: CRS) -> str:
-    """sha256 over the geometries' WKB and the CRS WKT: a stable identity for 'the same boundary'."""
+def content_hash(geometries: Sequence[BaseGeometry], crs: CRS, grid: TargetGrid | None = None) -> str:
+    """sha256 over the geometries' WKB and the CRS WKT (and the grid, if any): 'the same boundary'.
+
+    A region's grid decides its output pixels, so a redrawn grid must change the identity just as a redrawn
+    outline does; without a grid the hash is what it always was.
+    """
     digest = hashlib.sha256()
     digest.update(crs.to_wkt().encode())
     for geom in geometries:
         digest.update(shapely.to_wkb(geom, output_dimension=2, byte_order=1))
+    if grid is not None:
+        digest.update(f"grid:{grid.spec}".encode())
     return digest.hexdigest()
 
 

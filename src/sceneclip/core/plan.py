@@ -44,8 +44,16 @@ class ClipOptions:
     crop: False keeps the full raster extent and only masks.
     pad: widen the crop window by half a pixel on each side, as rasterio does, for thin polygons.
     nodata: output nodata value; default: the source's, NaN for floats, an internal mask for integers.
-    profile / resampling: COG compression profile and overview resampling (None: AVERAGE, or NEAREST for
-    paletted data).
+    profile / overview_resampling: COG compression profile and overview resampling (None: AVERAGE, or
+    NEAREST for paletted data).
+    dst_crs / resolution / target_aligned: a target grid (:mod:`~sceneclip.core.grid`). With either of the
+    first two set the clip is warped onto a grid in ``dst_crs`` (default: the source's) at ``resolution``
+    (x, y in CRS units; default: GDAL's suggestion for the source); ``target_aligned`` puts the origin on
+    multiples of the resolution (``gdalwarp -tap``). A region that carries its own grid overrides all three.
+    resampling: the warp resampling (GDAL's names; default nearest, as gdalwarp and ``rio warp``); only
+    used when warping. force_resampling: allow interpolating resampling of categorical (paletted) data.
+    src_nodata: nodata for sources that declare none (``gdalwarp -srcnodata``), e.g. the zero collar of a
+    scene; the clip then goes through the warper (onto the source's own grid when no target grid is set).
     chunk_size: pixels per side of the chunks streamed from source to output (a multiple of 512; rounded to
     whole source tiles, with chunk edges on the source's tile grid so no tile is fetched twice).
     memory_limit: above this uncompressed window size the intermediate and the COG go to ``tmpdir``
@@ -67,7 +75,13 @@ class ClipOptions:
     pad: bool = False
     nodata: float | None = None
     profile: str = "deflate"
-    resampling: str | None = None
+    overview_resampling: str | None = None
+    resampling: str = "nearest"
+    dst_crs: str | None = None
+    resolution: tuple[float, float] | None = None
+    target_aligned: bool = False
+    force_resampling: bool = False
+    src_nodata: float | None = None
     chunk_size: int = 1024
     memory_limit: int = DEFAULT_MEMORY_LIMIT_MB * MIB
     tmpdir: str | None = None
@@ -80,7 +94,10 @@ class ClipOptions:
     simplify_above: int = 20_000
 
     # The options that change the output's bytes; the others (memory, tmpdir, sampling, cache) only change how.
-    OUTPUT_FIELDS: ClassVar[tuple[str, ...]] = ("all_touched", "invert", "crop", "pad", "nodata", "profile", "resampling")
+    OUTPUT_FIELDS: ClassVar[tuple[str, ...]] = (
+        "all_touched", "invert", "crop", "pad", "nodata", "profile", "overview_resampling", "resampling", "dst_crs",
+        "resolution", "target_aligned", "src_nodata",
+    )
 
     def fingerprint(self, **context: Any) -> str:
         """sha256 (16 hex) of the options that change the output, plus ``context`` (e.g. where outputs go).
@@ -90,8 +107,9 @@ class ClipOptions:
         be forgotten by one of them and silently serve stale outputs.
         """
         doc: dict[str, Any] = {name: getattr(self, name) for name in self.OUTPUT_FIELDS}
-        if doc["nodata"] is not None and math.isnan(doc["nodata"]):
-            doc["nodata"] = "nan"  # NaN != NaN, and JSON has no NaN
+        for name in ("nodata", "src_nodata"):
+            if doc[name] is not None and math.isnan(doc[name]):
+                doc[name] = "nan"  # NaN != NaN, and JSON has no NaN
         doc.update(context)
         return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -107,6 +125,37 @@ class ClipOptions:
             raise InvalidOptionsError("allowed_drivers must name at least one GDAL driver (e.g. 'GTiff')")
         if self.pad and not self.crop:
             raise InvalidOptionsError("pad widens the crop window; it has no meaning with crop=False or invert")
+        self._check_grid_options()
+
+    @property
+    def warps(self) -> bool:
+        """Whether these options ask for a target grid (a region's own grid can still ask for one)."""
+        return self.dst_crs is not None or self.resolution is not None
+
+    def _check_grid_options(self) -> None:
+        """Resolution as an (x, y) pair of positive numbers, a known warp resampling and a parseable CRS."""
+        from sceneclip.core.grid import WARP_RESAMPLING, check_crs
+
+        if self.resampling not in WARP_RESAMPLING:
+            raise InvalidOptionsError(f"unknown resampling {self.resampling!r}; choose one of {', '.join(WARP_RESAMPLING)}")
+        if self.resolution is not None:
+            res = self.resolution if isinstance(self.resolution, (tuple, list)) else (self.resolution,)
+            if len(res) not in (1, 2):
+                raise InvalidOptionsError(f"resolution takes one value (square pixels) or two (x, y), got {res}")
+            pair = (float(res[0]), float(res[-1]))
+            if not all(math.isfinite(v) and v > 0 for v in pair):
+                raise InvalidOptionsError(f"resolution must be positive numbers, got {res}")
+            object.__setattr__(self, "resolution", pair)
+        if self.dst_crs is not None:
+            check_crs(self.dst_crs, "dst_crs")
+        if (self.warps or self.src_nodata is not None) and (self.invert or not self.crop or self.pad):
+            raise InvalidOptionsError(GRID_CONFLICT)
+
+
+# The one wording for options a warped clip does not support (checked here and again for a region's own grid).
+GRID_CONFLICT = ("invert, crop=False (--no-crop) and pad keep or widen the source's extent on the source's grid; "
+                 "they cannot be combined with a target grid (dst_crs/resolution or a region grid), src_nodata "
+                 "or several sources")
 
 
 @dataclass(frozen=True)
@@ -178,7 +227,7 @@ class ClipPlan:
     crop: bool
     nodata: float | None
     use_mask: bool
-    resampling: str
+    overview_resampling: str
     chunks: tuple[Window, ...]
     pad: bool = False  # the window was widened by half a pixel (rasterio's pad)
     clip_per_chunk: bool = False  # a large boundary: clipped to each chunk before rasterising
@@ -305,7 +354,7 @@ def plan_clip(info: RasterInfo, shapes: list[BaseGeometry], options: ClipOptions
         window = Window(0, 0, info.width, info.height)
     check_window(int(window.width), int(window.height), info.count, info.dtype, info.name, options.limits)
     nodata, use_mask = choose_nodata(info, options.nodata)
-    resampling = options.resampling or default_resampling(info.has_colormap)
+    overview_resampling = options.overview_resampling or default_resampling(info.has_colormap)
     return ClipPlan(
         window=window,
         transform=window_transform(window, info.transform),
@@ -320,7 +369,7 @@ def plan_clip(info: RasterInfo, shapes: list[BaseGeometry], options: ClipOptions
         crop=options.crop,
         nodata=nodata,
         use_mask=use_mask,
-        resampling=resampling,
+        overview_resampling=overview_resampling,
         chunks=chunk_grid(
             int(window.width), int(window.height), chunk_side(options.chunk_size, options.chunk_bytes, info.count, info.dtype),
             offset=(int(window.col_off), int(window.row_off)), block=info.block_shape,

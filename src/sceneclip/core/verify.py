@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -83,18 +84,24 @@ class _Checks:
             self.failures.append(f"{name}: {why}")
 
 
-def _check_grid(ds: Any, plan: ClipPlan, info: RasterInfo, check: _Checks) -> None:
+def _check_grid(ds: Any, plan: ClipPlan, lattice: Lattice, check: _Checks) -> None:
     """CRS, nodata/mask, grid alignment, shape and extent of the written output."""
-    check("crs", ds.crs == info.crs, f"output CRS {ds.crs} differs from source {info.crs}")
+    check("crs", ds.crs == lattice.crs, f"output CRS {ds.crs} differs from the {lattice.what}'s {lattice.crs}")
     has_mask = bool({MaskFlags.per_dataset, MaskFlags.alpha} & set(ds.mask_flag_enums[0]))
     check("nodata_defined", ds.nodata is not None or has_mask, "neither nodata nor an internal mask is set")
-    check("grid_aligned", _grid_aligned(ds.transform, info.transform), f"transform {tuple(ds.transform)[:6]} is off the source grid")
+    check("grid_aligned", _grid_aligned(ds.transform, lattice.transform),
+          f"transform {tuple(ds.transform)[:6]} is off the {lattice.what}")
+    if lattice.target_aligned:
+        (ax, ay), t = lattice.anchor, ds.transform
+        ok = all(abs(v / r - round(v / r)) < GRID_TOLERANCE for v, r in ((t.c - ax, t.a), (t.f - ay, -t.e)))
+        check("target_aligned", ok, f"origin ({t.c}, {t.f}) is not a whole number of pixels from the grid's "
+                                    f"anchor ({ax}, {ay})")
     check(
         "shape",
         (ds.width, ds.height, ds.count, ds.dtypes[0]) == (plan.width, plan.height, plan.count, plan.dtype),
         f"{ds.width}x{ds.height}x{ds.count} {ds.dtypes[0]} != planned {plan.width}x{plan.height}x{plan.count} {plan.dtype}",
     )
-    px = max(abs(info.transform.a), abs(info.transform.e))
+    px = max(abs(lattice.transform.a), abs(lattice.transform.e))
     if plan.crop:
         # Snapping moves an edge outward by less than a pixel; pad adds half a pixel more.
         slack = 1.5 if plan.pad else 1.0
@@ -103,8 +110,8 @@ def _check_grid(ds: Any, plan: ClipPlan, info: RasterInfo, check: _Checks) -> No
             bounds_close(ds.bounds, plan.overlap_bounds, px * (slack + 1e-9)),
             f"output bounds {tuple(ds.bounds)} exceed the boundary's bbox {plan.overlap_bounds} by more than {slack:g} pixel",
         )
-    else:  # crop=False / invert: the extent is the raster's by definition
-        check("extent_within_boundary", bounds_close(ds.bounds, info.bounds, px * 1e-6), "output extends past the raster")
+    else:  # crop=False / invert (source grid only): the extent is the raster's by definition
+        check("extent_within_boundary", bounds_close(ds.bounds, lattice.bounds, px * 1e-6), "output extends past the raster")
 
 
 def _check_content(ds: Any, plan: ClipPlan, stats: ExecutionStats, check: _Checks) -> int:
@@ -122,6 +129,26 @@ def _check_content(ds: Any, plan: ClipPlan, stats: ExecutionStats, check: _Check
     return out_valid
 
 
+@dataclass(frozen=True)
+class Lattice:
+    """The pixel lattice an output must lie on: the source's grid, or the target grid it was warped onto."""
+
+    crs: Any
+    transform: Any
+    bounds: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # the raster's (source grid only)
+    target_aligned: bool = False
+    anchor: tuple[float, float] = (0.0, 0.0)  # a lattice point: (0, 0) for target-aligned pixels
+    what: str = "source grid"
+
+    @classmethod
+    def for_plan(cls, plan: Any, info: RasterInfo) -> Lattice:
+        """A warped plan (it has a ``grid``) is checked against its target grid, any other against the source's."""
+        grid = getattr(plan, "grid", None)
+        if grid is None:
+            return cls(info.crs, info.transform, info.bounds)
+        return cls(grid.crs, plan.transform, target_aligned=grid.target_aligned, anchor=grid.anchor, what="target grid")
+
+
 def verify_output(
     output: ClipOutput,
     plan: ClipPlan,
@@ -134,13 +161,17 @@ def verify_output(
     """Run every check on the written output; the record's status is ``ok`` only when all hold.
 
     The checks re-open what was written (not what was meant to be written): grid and CRS, nodata or mask,
-    extent, valid-pixel count against the executor's, source pixels sampled while streaming, COG layout.
+    extent, valid-pixel count against the executor's, pixels sampled while streaming, COG layout. On the
+    source grid the samples are source pixels (values must be identical); on a target grid they are what
+    GDAL's warper produced, so they prove the writing path, and the lattice check proves the grid (the
+    warper's values themselves are compared with gdalwarp's in the tests, not at run time).
     """
     from sceneclip.core.cogcheck import validate_cog
 
+    lattice = Lattice.for_plan(plan, info)
     check = _Checks()
     with output.open() as ds:
-        _check_grid(ds, plan, info, check)
+        _check_grid(ds, plan, lattice, check)
         out_valid = _check_content(ds, plan, stats, check)
         transform, bounds, nodata = list(ds.transform)[:6], list(ds.bounds), ds.nodata
     is_cog, errors, warnings = validate_cog(output.name)
@@ -153,7 +184,7 @@ def verify_output(
         boundary=boundary_ref(boundary),
         status="ok" if not failures else "failed",
         output=None,
-        crs=info.crs.to_string() if info.crs else None,
+        crs=lattice.crs.to_string() if lattice.crs else None,
         transform=transform,
         width=plan.width,
         height=plan.height,

@@ -91,7 +91,7 @@ def _run_task(task: _Task) -> dict[str, Any]:
         if record.ok and task.stac:
             item_path = _write_stac(job, record)
     except Exception as exc:  # noqa: BLE001 - a batch reports every failure and carries on
-        record = failed_record(job.source, boundary, classify(exc, what=f"clipping {job.source}"), started=started)
+        record = failed_record(job.label, boundary, classify(exc, what=f"clipping {job.label}"), started=started)
     return _report_line(record, task, boundary, cache, item_path)
 
 
@@ -101,9 +101,10 @@ def _clip(job: BatchJob, boundary: Boundary, options: ClipOptions) -> Verificati
     from sceneclip.core.clip import run_clip
     from sceneclip.core.gdalenv import gdal_s3_options
 
-    env = gdal_s3_options() if job.source.startswith(("s3://", "/vsis3/")) else {}
+    env = gdal_s3_options() if any(s.startswith(("s3://", "/vsis3/")) for s in job.all_sources) else {}
     with rasterio.Env(**env):
-        return run_clip(job.source, boundary, options, output=job.output).record
+        source = list(job.all_sources) if job.sources else job.source
+        return run_clip(source, boundary, options, output=job.output).record
 
 
 def _write_stac(job: BatchJob, record: VerificationRecord) -> str:
@@ -157,7 +158,8 @@ def read_verified(report: str) -> dict[tuple, str]:
             except (json.JSONDecodeError, KeyError, TypeError):
                 continue
             if data.get("status") == "ok" and data.get("sha256") and data.get("output"):
-                key = _resume_key(job["source"], job.get("boundary_hash"), job.get("region"),
+                label = " + ".join([job["source"], *job.get("sources", [])])
+                key = _resume_key(label, job.get("boundary_hash"), job.get("region"),
                                   job.get("options_hash", ""), data["output"])
                 done[key] = data["sha256"]
     return done
@@ -168,7 +170,7 @@ def _already_verified(job: BatchJob, opt_hash: str, done: dict[tuple, str], stac
         boundary_hash = load_job_boundary(job).content_hash
     except SceneclipError:
         return False
-    expected = done.get(_resume_key(job.source, boundary_hash, job.region, opt_hash, job.output))
+    expected = done.get(_resume_key(job.label, boundary_hash, job.region, opt_hash, job.output))
     if expected is None or file_sha256(job.output) != expected:
         return False
     if stac:

@@ -32,6 +32,17 @@ class BatchJob:
     output: str
     region_field: str | None = None
     layer: str | None = None
+    sources: tuple[str, ...] = ()  # a mosaic's further sources, after ``source`` (the first valid pixel wins)
+
+    @property
+    def all_sources(self) -> tuple[str, ...]:
+        """Every source of the job, in priority order."""
+        return (self.source, *self.sources)
+
+    @property
+    def label(self) -> str:
+        """The job's sources as one text (``a + b`` for a mosaic): resume keys and messages."""
+        return " + ".join(self.all_sources)
 
 
 # --- making jobs ---------------------------------------------------------------------------------------------
@@ -134,6 +145,7 @@ def jobs_from_sources(
     out_dir: str,
     layer: str | None = None,
     output_key: str | None = None,
+    group_by: str | None = None,
 ) -> list[BatchJob]:
     """Every scene matching ``sources`` (a glob, or a list of paths) × every region it overlaps.
 
@@ -144,7 +156,10 @@ def jobs_from_sources(
     kept: :func:`sceneclip.core.naming.key_slug`), or ``{out_dir}/{output_key rendered}`` with a template
     (``--output-key``; ``{key}`` is the file name, ``{bucket}`` set for s3:// sources, ``{date}`` the file's
     mtime). Without ``region_field`` the whole layer is one region named after the file. Scenes that cannot
-    be opened are reported on stderr and skipped.
+    be opened are reported on stderr and skipped. With ``group_by`` (a regex with a named group ``group``
+    searched in each file name, e.g. a date) the scenes of one group make one mosaic per region they
+    overlap, in file-name order (the first valid pixel wins), written to ``{out_dir}/{region}/{group}.tif``;
+    scenes whose name does not match are reported and skipped.
     """
     import rasterio
     import shapely
@@ -168,8 +183,17 @@ def jobs_from_sources(
     vector_crs = CRS.from_wkt(frame.crs.to_wkt())
     names = _region_dir_names(frame, region_field, boundary)
     template = OutputTemplate.parse(output_key, source="--output-key") if output_key else None
+    grouping = _group_pattern(group_by)
     jobs: list[BatchJob] = []
+    mosaics: dict[tuple[str, str | None], list[str]] = {}
     for path in paths:
+        group = None
+        if grouping is not None:
+            match = grouping.search(os.path.basename(path))
+            if match is None or not match.group("group"):
+                log.warning("skipping %s: its name does not match --group-by %r", path, group_by)
+                continue
+            group = match.group("group")
         try:  # the clip's driver allow-list: a VRT/WMS/GTI named .tif is skipped, not opened
             with open_source(path) as ds:
                 crs, bounds = ds.crs, tuple(ds.bounds)
@@ -186,9 +210,30 @@ def jobs_from_sources(
         hits = frame.iloc[frame.sindex.query(area, predicate="intersects")]
         regions = sorted({str(v) for v in hits[region_field]}) if region_field else ([None] if len(hits) else [])
         for region in regions:
+            if group is not None:
+                mosaics.setdefault((group, region), []).append(path)
+                continue
             out = os.path.join(out_dir, _batch_name(template, path, region, names[region]))
             jobs.append(BatchJob(path, boundary, region, out, region_field, layer))
+    for (group, region), members in sorted(mosaics.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+        out = os.path.join(out_dir, names[region], f"{safe_name(group)}.tif")
+        jobs.append(BatchJob(members[0], boundary, region, out, region_field, layer, sources=tuple(members[1:])))
     return jobs
+
+
+def _group_pattern(group_by: str | None) -> Any:
+    """``--group-by``: a regex with a named group ``group``; a ConfigError saying what is wrong otherwise."""
+    if not group_by:
+        return None
+    import re
+
+    try:
+        pattern = re.compile(group_by)
+    except re.error as exc:
+        raise ConfigError(f"--group-by {group_by!r} is not a valid regex: {exc}") from exc
+    if "group" not in pattern.groupindex:
+        raise ConfigError(f"--group-by {group_by!r} needs a named group (?P<group>...), e.g. '_(?P<group>[0-9]{{8}})_'")
+    return pattern
 
 
 def _region_dir_names(frame: Any, region_field: str | None, boundary: str) -> dict[str | None, str]:

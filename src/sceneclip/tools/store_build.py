@@ -29,8 +29,13 @@ from sceneclip.aws.store import (
     store_version,
 )
 from sceneclip.core.geometry import dissolve, polygonal_parts, repair
+from sceneclip.core.grid import TargetGrid, grid_from_fields
+from sceneclip.tools.vectors import feature_grid_fields
 from sceneclip.core.naming import find_slug_collisions, slug
-from sceneclip.errors import DENIED, BoundaryError, ConfigError, EmptyGeometryError, MissingCRSError, SceneclipError, UploadError, classify
+from sceneclip.errors import (
+    DENIED, BoundaryError, ConfigError, EmptyGeometryError, InvalidOptionsError, MissingCRSError, SceneclipError,
+    UploadError, classify,
+)
 
 
 # --- results and compiled regions -----------------------------------------------------------------------------
@@ -63,6 +68,7 @@ class CompiledRegion:
     wkb: bytes
     hash: str
     features: int
+    grid: TargetGrid | None = None
 
     @property
     def bbox(self) -> list[float]:
@@ -81,7 +87,10 @@ class CompiledRegion:
 
     def index_entry(self) -> dict[str, Any]:
         """The region's entry in ``index.json``."""
-        return {"bbox": self.bbox, "hash": self.hash, "key": self.key, "parts": self.parts, "features": self.features}
+        entry = {"bbox": self.bbox, "hash": self.hash, "key": self.key, "parts": self.parts, "features": self.features}
+        if self.grid is not None:
+            entry["grid"] = self.grid.to_dict()
+        return entry
 
 
 def region_text(value: Any) -> str | None:
@@ -125,22 +134,28 @@ def geometry_wkb(geom: BaseGeometry) -> bytes:
 
 
 def compile_regions(
-    ids: Iterable[Any], geometries: Iterable[BaseGeometry | None], *, region_field: str = "region"
+    ids: Iterable[Any], geometries: Iterable[BaseGeometry | None], *, region_field: str = "region",
+    grid_fields: Iterable[tuple[Any, Any]] | None = None, default_grid: TargetGrid | None = None,
 ) -> tuple[dict[str, CompiledRegion], list[str]]:
     """Group features by region id (as text) and dissolve each group. Pure: no I/O, no geopandas.
 
     Returns (compiled regions by id, one line per dropped feature or region). Features without a region id or
     without a polygon are dropped; a region is dropped when none of its features has a polygon after repair.
+    ``grid_fields`` are the features' (grid_crs, grid_res) values: a region's own grid, else ``default_grid``.
     """
     groups: dict[str, list[BaseGeometry]] = {}
     counts: dict[str, int] = {}
+    grid_values: dict[str, list[tuple[Any, Any]]] = {}
     dropped: list[str] = []
-    for n, (value, geom) in enumerate(zip(ids, geometries, strict=True)):
+    ids = list(ids)
+    fields = list(grid_fields) if grid_fields is not None else [(None, None)] * len(ids)
+    for n, (value, geom, gf) in enumerate(zip(ids, geometries, fields, strict=True)):
         region = region_text(value)
         if region is None:
             dropped.append(f"feature {n}: no value in field {region_field!r}")
             continue
         counts[region] = counts.get(region, 0) + 1
+        grid_values.setdefault(region, []).append(gf)
         fixed = repair([shapely.force_2d(geom)]) if geom is not None else []
         if not fixed:
             dropped.append(f"feature {n} (region {region!r}): empty, or no polygon after repair")
@@ -153,18 +168,26 @@ def compile_regions(
             dropped.append(f"region {region!r}: no polygon left after repair; left out of the store")
             continue
         wkb = geometry_wkb(geom)
-        compiled[region] = CompiledRegion(region, geom, wkb, hashlib.sha256(wkb).hexdigest(), counts[region])
+        try:
+            grid = grid_from_fields(grid_values[region], default_grid, f"region {region!r}")
+        except InvalidOptionsError as exc:
+            raise BoundaryError(str(exc)) from exc
+        compiled[region] = CompiledRegion(region, geom, wkb, hashlib.sha256(wkb).hexdigest(), counts[region], grid)
     return compiled, dropped
 
 
 def make_index(
-    compiled: Mapping[str, CompiledRegion], *, crs_wkt: str, region_field: str, source: str
+    compiled: Mapping[str, CompiledRegion], *, crs_wkt: str, region_field: str, source: str,
+    default_grid: TargetGrid | None = None,
 ) -> dict[str, Any]:
-    """The store's ``index.json`` document: format, version, CRS, region field, source and every region."""
+    """The store's ``index.json`` document: format, version, CRS, region field, source, default grid and every
+    region (each with its resolved grid, so the reader needs no default)."""
     regions = {rid: compiled[rid].index_entry() for rid in sorted(compiled)}
+    grids = {rid: c.grid.spec for rid, c in compiled.items() if c.grid is not None}
     return {
         "format": FORMAT,
-        "version": store_version({rid: c.hash for rid, c in compiled.items()}, crs_wkt, region_field),
+        "version": store_version({rid: c.hash for rid, c in compiled.items()}, crs_wkt, region_field, grids),
+        "grid": default_grid.to_dict() if default_grid is not None else None,
         "crs": crs_wkt,
         "region_field": region_field,
         "source": source,
@@ -180,13 +203,15 @@ def write_error(exc: BaseException, location: StoreLocation, name: str) -> Scene
 
 
 def build_store(
-    vector: str, region_field: str, out: str, *, layer: str | None = None, s3_client: Any = None
+    vector: str, region_field: str, out: str, *, layer: str | None = None, s3_client: Any = None,
+    grid: str | None = None,
 ) -> StoreSummary:
     """Compile ``vector`` (any file geopandas reads) into a boundary store at ``out`` (directory or s3://).
 
     Every feature is repaired; features sharing a value of ``region_field`` are dissolved into one
     (Multi)Polygon. Features without a region id or a polygon are dropped and listed in the summary.
-    Region files are written first and ``index.json`` last.
+    Region files are written first and ``index.json`` last. ``grid`` (``CRS,RES`` or ``CRS,XRES,YRES``) is the
+    default target grid of every region; the features' ``grid_crs``/``grid_res`` fields override it.
 
     Raises BoundaryError (unreadable file, empty layer, missing field, no usable region), MissingCRSError,
     ConfigError (cannot write ``out``) or UploadError (a transient S3 fault while writing).
@@ -208,14 +233,20 @@ def build_store(
         raise BoundaryError(f"boundary file {what} has no field {region_field!r}; fields are: {fields}")
     column = frame[region_field]
     ids = [None if missing else value for value, missing in zip(column.tolist(), column.isna().tolist(), strict=True)]
-    compiled, dropped = compile_regions(ids, list(frame.geometry), region_field=region_field)
+    try:
+        default_grid = TargetGrid.parse(grid) if grid else None
+    except InvalidOptionsError as exc:
+        raise ConfigError(f"--grid: {exc}") from exc
+    compiled, dropped = compile_regions(ids, list(frame.geometry), region_field=region_field,
+                                        grid_fields=feature_grid_fields(frame), default_grid=default_grid)
     if not compiled:
         raise EmptyGeometryError(
             f"boundary file {what} has no region with a polygon in field {region_field!r} "
             f"({len(frame)} features, all dropped: {'; '.join(dropped[:3])})"
         )
     refuse_slug_collisions(compiled, what)
-    index = make_index(compiled, crs_wkt=frame.crs.to_wkt(), region_field=region_field, source=os.path.basename(vector))
+    index = make_index(compiled, crs_wkt=frame.crs.to_wkt(), region_field=region_field,
+                       source=os.path.basename(vector), default_grid=default_grid)
     written = 0
     name = INDEX_NAME
     try:

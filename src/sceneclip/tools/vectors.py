@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from sceneclip.errors import BoundaryError, MissingCRSError, UnknownRegionError
+from sceneclip.errors import BoundaryError, InvalidOptionsError, MissingCRSError, UnknownRegionError
 from sceneclip.core.geometry import Boundary, dissolve
+from sceneclip.core.grid import GRID_CRS_FIELD, GRID_RES_FIELD, grid_from_fields
 
 
 def read_vector(path: str, layer: str | None = None) -> Any:
@@ -78,4 +79,17 @@ def boundary_from_frame(frame: Any, path: str, *, region_field: str | None = Non
         )
     frame = select_region(frame, region_field, region, source=path)
     merged = dissolve([g for g in frame.geometry if g is not None and not g.is_empty])
-    return Boundary.from_geometries([] if merged is None else [merged], frame.crs.to_wkt(), source=path, region=region)
+    try:  # the features' grid_crs/grid_res fields, as a boundary store would hold them
+        grid = grid_from_fields(feature_grid_fields(frame), None, f"boundary {path!r}" + (f" region {region!r}" if region else ""))
+    except InvalidOptionsError as exc:
+        raise BoundaryError(str(exc)) from exc
+    return Boundary.from_geometries([] if merged is None else [merged], frame.crs.to_wkt(), source=path, region=region,
+                                    grid=grid)
+
+
+def feature_grid_fields(frame: Any) -> list[tuple[Any, Any]]:
+    """Each feature's (grid_crs, grid_res) values; (None, None) when the file has no such fields."""
+    def column(name: str) -> list[Any]:
+        return frame[name].tolist() if name in frame.columns else [None] * len(frame)
+
+    return list(zip(column(GRID_CRS_FIELD), column(GRID_RES_FIELD), strict=True))
