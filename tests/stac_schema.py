@@ -20,6 +20,11 @@ from referencing.exceptions import NoSuchResource, Unresolvable
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "data" / "stac" / "schemas"
 CORE_ITEM = "https://schemas.stacspec.org/v{version}/item-spec/json-schema/item.json"
+# "format" is only an annotation unless a checker is given. jsonschema checks date-time (RFC 3339, as STAC asks)
+# only when rfc3339-validator is importable (locked, through openapi-schema-validator): without it the check
+# would pass silently, so its absence fails here. "uri" stays unchecked (rfc3987 is not installed).
+FORMAT_CHECKER = Draft7Validator.FORMAT_CHECKER
+assert "date-time" in FORMAT_CHECKER.checkers, "rfc3339-validator is missing: date-time formats would go unchecked"
 
 
 def _refuse(uri: str) -> Resource:
@@ -58,7 +63,7 @@ def schema_errors(item: Mapping[str, Any]) -> list[str]:
         except Exception:  # noqa: BLE001 - referencing wraps the refusal in its own error types
             errors.append(f"{url}: schema not vendored (add it to {SCHEMA_DIR.name}/ with provenance)")
             continue
-        validator = Draft7Validator({"$ref": key}, registry=registry)
+        validator = Draft7Validator({"$ref": key}, registry=registry, format_checker=FORMAT_CHECKER)
         try:
             found = sorted(validator.iter_errors(item), key=lambda e: list(e.absolute_path))
         except Unresolvable as exc:  # a $ref inside the schema (e.g. PROJJSON's) points outside the vendored set

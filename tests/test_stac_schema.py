@@ -80,9 +80,10 @@ def _broken(doc: dict, where: str, value) -> dict:
     ("assets.data.raster:bands.0.data_type", "uint12", RASTER),
     ("assets.data.file:checksum", "sha256:abc", FILE),
     ("properties.datetime", "yesterday", "item.json"),
+    ("properties.created", "2023-13-45T25:00:00Z", "item.json"),  # matches the schema's pattern; not RFC 3339
     ("stac_version", "1.0.0", "v1.0.0/item-spec"),  # a core schema we do not vendor: fails, never skipped
 ], ids=["proj-epsg-string", "proj-shape-float", "raster-scale-string", "raster-dtype", "file-checksum",
-        "datetime", "core-1.0.0"])
+        "datetime", "created-not-rfc3339", "core-1.0.0"])
 def test_a_broken_clip_item_fails(clip_item, where, value, schema):
     errors = schema_errors(_broken(clip_item, where, value))
     assert any(schema in e for e in errors), errors
