@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft7Validator
+from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource, Unresolvable
 
@@ -69,8 +70,23 @@ def schema_errors(item: Mapping[str, Any]) -> list[str]:
         except Unresolvable as exc:  # a $ref inside the schema (e.g. PROJJSON's) points outside the vendored set
             errors.append(f"{url}: cannot resolve a $ref offline: {exc}")
             continue
-        errors.extend(f"{url}: {'/'.join(map(str, e.absolute_path)) or '<item>'}: {e.message}" for e in found)
+        errors.extend(f"{url}: {_explain(e)}" for e in found)
     return errors
+
+
+def _explain(err: ValidationError) -> str:
+    """The cause of an error, not its wrapper. Extension schemas put everything in ``oneOf`` (Item or Collection),
+    whose own message is the whole Item "is not valid under any of the given schemas": descend into the branch
+    that is not refused for its ``type`` (the Feature one) and take its deepest error."""
+    while err.context:
+        branches: dict[Any, list[ValidationError]] = {}
+        for e in err.context:
+            branches.setdefault(e.relative_schema_path[0], []).append(e)
+        typed = [b for b in branches.values() if not any(list(e.absolute_path) == ["type"] for e in b)]
+        err = max((e for b in typed or branches.values() for e in b), key=lambda e: len(e.absolute_path))
+    where = "/".join(map(str, err.absolute_path)) or "<item>"
+    message = err.message if len(err.message) <= 300 else err.message[:300] + "…"
+    return f"{where}: {message}"
 
 
 def assert_valid_item(item: Mapping[str, Any]) -> None:
