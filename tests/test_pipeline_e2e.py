@@ -20,6 +20,7 @@ from sceneclip.aws import handler
 from sceneclip.tools.local import LocalContext, load_template, provision, retarget_event
 
 from .conftest import real
+from .test_stac import validate_item_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS = ROOT / "events"
@@ -118,7 +119,9 @@ def test_s3_put_spatial_lookup_multi_region(stack):
     assert hashlib.sha256(body).hexdigest() == larimer["sha256"]
     # STAC Item next to the COG.
     item = json.loads(s3.get_object(Bucket=stack["names"]["OutputBucket"], Key=out_key(stack, "Larimer")[: -len(".tif")] + ".stac.json")["Body"].read())
-    assert item["type"] == "Feature" and item["assets"]
+    validate_item_dict(item)  # core + every declared extension schema, offline
+    assert item["assets"]["data"]["file:checksum"] == "1220" + larimer["sha256"]
+    assert item["properties"]["sceneclip:region"] == "Larimer"
 
 
 @pytest.mark.parametrize("name", ["s3-put.json", "eventbridge-object-created.json", "direct.json"])

@@ -96,12 +96,20 @@ def _asset(clip: ClippedAsset, one: pystac.Item, source: Mapping[str, Any]) -> d
     if isinstance(src_bands, list):
         for band, src in zip(asset.get("raster:bands", []), src_bands):
             for name in _BAND_FIELDS:
-                if isinstance(src, Mapping) and name in src:
+                if isinstance(src, Mapping) and _is_band_value(name, src.get(name)):
                     band[name] = src[name]
     for name in ("eo:bands", "gsd"):
         if isinstance(src_asset, Mapping) and name in src_asset:
             asset[name] = src_asset[name]
     return asset
+
+
+def _is_band_value(name: str, value: Any) -> bool:
+    """Whether the source's ``raster:bands`` value may be carried: a number (or nodata's "nan"/"inf"/"-inf", the
+    raster extension's spellings). Anything else would make our Item invalid, so the clip's own value stays."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, (int, float)) or (name == "nodata" and value in ("nan", "inf", "-inf"))
 
 
 def _links(source: Mapping[str, Any], source_href: str) -> list[dict[str, Any]]:
