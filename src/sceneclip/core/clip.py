@@ -53,7 +53,7 @@ def plan_for_dataset(src: Any, boundary: Boundary, options: ClipOptions, *, name
 
 def clip_to_cog(
     source: str, boundary: Boundary, options: ClipOptions | None = None, *, name: str | None = None,
-    deadline: Deadline | None = None,
+    deadline: Deadline | None = None, cog_on_disk: bool = False,
 ) -> ClipResult:
     """Clip ``source`` (path, /vsis3/ or s3:// URI) to ``boundary``; write and verify a COG.
 
@@ -63,6 +63,8 @@ def clip_to_cog(
     ``name`` is how the source appears in records and messages (e.g. s3://bucket/key instead of a
     presigned URL); it defaults to ``source``. With a ``deadline`` the clip is abandoned between steps and
     between chunks with a transient DeadlineExceeded once its budget is spent (nothing partial is kept).
+    ``cog_on_disk`` writes the COG to ``tmpdir`` whatever its size: for a caller that saves it to a local
+    file anyway (the spilled file is renamed into place), holding it in memory first only costs RAM.
     """
     name = name or redact(source)
 
@@ -73,7 +75,7 @@ def clip_to_cog(
         env["CPL_TMPDIR"] = options.tmpdir
     with rasterio.Env(**env), open_source(source, name, drivers=options.allowed_drivers, limits=options.limits) as src:
         info, plan = plan_for_dataset(src, boundary, options, name=name)
-        workspace = Workspace(plan, options)
+        workspace = Workspace(plan, options, cog_on_disk=cog_on_disk)
         output: ClipOutput | None = None
         try:
             stats = execute_plan(src, plan, workspace.intermediate, samples_per_chunk=options.samples_per_chunk,
@@ -82,7 +84,7 @@ def clip_to_cog(
             if deadline is not None:
                 deadline.check(f"before writing the COG of {name}")
             output = workspace.new_output()
-            write_cog(workspace.intermediate, output.name, plan, options)
+            write_cog(workspace.intermediate, output.name, plan, options, tmpdir=workspace.dir)
             workspace.cleanup()  # the intermediate is not needed for verification: free it now
             record = verify_output(output, plan, info, stats, boundary, started=started)
         except BaseException:
@@ -112,12 +114,12 @@ def run_clip(
     """:func:`clip_to_cog` that never raises: every failure comes back as a failed record (typed by
     :func:`sceneclip.errors.classify`; an unforeseen one as a transient ``UnexpectedError``).
 
-    With ``output`` the COG is saved there (atomically) and only on success; otherwise the caller gets the
-    in-memory :class:`ClipOutput`.
+    With ``output`` the COG is saved there (atomically) and only on success — written in ``tmpdir`` and
+    renamed into place, never held in memory; otherwise the caller gets the :class:`ClipOutput`.
     """
     started = time.perf_counter()
     try:
-        result = clip_to_cog(source, boundary, options)
+        result = clip_to_cog(source, boundary, options, cog_on_disk=bool(output))
     except Exception as exc:  # anything untyped is classified (UnexpectedError when nothing fits), never raw
         err = classify(exc, what=f"clipping {redact(source)}")
         rec = getattr(err, "record", None) or failed_record(source, boundary, err, started=started)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import rasterio
 import rasterio.shutil
 
 BLOCKSIZE = 512
@@ -76,7 +77,16 @@ INTERMEDIATE_OPTIONS: dict[str, Any] = {
 }
 
 
-def write_cog(intermediate: str, dst_path: str, plan: Any, options: Any) -> None:
-    """GDAL's COG driver (create-copy only) from the intermediate: tiles, overviews, IFD layout."""
+def write_cog(intermediate: str, dst_path: str, plan: Any, options: Any, *, tmpdir: str | None = None) -> None:
+    """GDAL's COG driver (create-copy only) from the intermediate: tiles, overviews, IFD layout.
+
+    ``tmpdir`` (the clip's spill directory) receives GDAL's temporary overview file: without it, a COG
+    written to ``/vsimem`` keeps that file in memory too. ``GDAL_NUM_THREADS`` lets GDAL compute the
+    overviews on every core as well (the bytes written are the same: checked level by level).
+    """
     opts = cog_options(options.profile, dtype=plan.dtype, resampling=plan.resampling)
-    rasterio.shutil.copy(intermediate, dst_path, driver="COG", **opts)
+    env: dict[str, Any] = {"GDAL_NUM_THREADS": "ALL_CPUS"}
+    if tmpdir:
+        env["CPL_TMPDIR"] = tmpdir
+    with rasterio.Env(**env):
+        rasterio.shutil.copy(intermediate, dst_path, driver="COG", **opts)
