@@ -23,6 +23,7 @@ from sceneclip.core.output import ClipOutput, Workspace
 from sceneclip.core.plan import ClipOptions, ClipPlan, RasterInfo, plan_clip
 from sceneclip.core.limits import refuse_unsupported
 from sceneclip.core.records import VerificationRecord, failed_record
+from sceneclip.core.rioenv import reuse_environ_sessions
 from sceneclip.core.source import open_source
 from sceneclip.core.verify import verify_output
 from sceneclip.errors import NoOverlapError, VerificationError, classify, redact
@@ -67,6 +68,7 @@ def clip_to_cog(
     file anyway (the spilled file is renamed into place), holding it in memory first only costs RAM.
     """
     name = name or redact(source)
+    reuse_environ_sessions()  # rasterise per chunk without a boto3 Session per call (see core/rioenv.py)
 
     options = options or ClipOptions()
     started = time.perf_counter()

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import rasterio
 import rasterio.shutil
+from rasterio.session import DummySession
 
 BLOCKSIZE = 512
 
@@ -88,5 +89,7 @@ def write_cog(intermediate: str, dst_path: str, plan: Any, options: Any, *, tmpd
     env: dict[str, Any] = {"GDAL_NUM_THREADS": "ALL_CPUS"}
     if tmpdir:
         env["CPL_TMPDIR"] = tmpdir
-    with rasterio.Env(**env):
+    # A session of our own would build a boto3 Session (30 ms) whenever AWS keys are in the environment, as
+    # on Lambda; the COG is written locally, and the enclosing environment keeps its credentials.
+    with rasterio.Env(session=DummySession(), **env):
         rasterio.shutil.copy(intermediate, dst_path, driver="COG", **opts)
