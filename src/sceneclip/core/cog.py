@@ -65,15 +65,14 @@ def cog_options(
     return opts
 
 
-# The intermediate tiled GTiff is written once and read once by the COG driver: fast compression keeps it
-# small in memory without costing much CPU.
+# The intermediate tiled GTiff is written once and read twice by the COG driver (overviews, then full
+# resolution). It lives on local disk (the page cache), not in memory, so it is left uncompressed: ZSTD-1
+# cost one encode and two decodes, 2.2 s of CPU out of 18 on the 251 MiB peer clip, to save disk only.
 INTERMEDIATE_OPTIONS: dict[str, Any] = {
     "driver": "GTiff",
     "tiled": True,
     "blockxsize": BLOCKSIZE,
     "blockysize": BLOCKSIZE,
-    "compress": "ZSTD",
-    "zstd_level": 1,
     "bigtiff": "IF_SAFER",
 }
 
