@@ -22,6 +22,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -103,13 +104,21 @@ def enqueue_round(names: dict[str, str], scene: Path, count: int, tag: str) -> N
         {"Id": str(i), "MessageBody": json.dumps({"bucket": bucket, "key": k})} for i, k in enumerate(keys)])
 
 
-def run_worker_process(names: dict[str, str], env: dict[str, str], concurrency: int) -> dict:
-    """``sceneclip worker --drain --json`` as a whole process; its summary."""
+def _cpu(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_worker_process(names: dict[str, str], env: dict[str, str], concurrency: int) -> tuple[dict, float, float]:
+    """``sceneclip worker --drain --json`` as a whole process: (its summary, the worker's CPU s — its
+    spawned receive loops included —, this process's CPU s meanwhile, i.e. the moto server's)."""
     code = "from sceneclip.cli.ops import worker; worker()"
     argv = [sys.executable, "-c", code, "--queue", names["queue"], "--concurrency", str(concurrency),
             "--wait-time", "1", "--drain", "--timeout", "300", "--json"]
+    children, own = _cpu(resource.RUSAGE_CHILDREN), _cpu(resource.RUSAGE_SELF)
     out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=1800).stdout
-    return json.loads(out[out.index('{\n  "queue_url"'):])
+    worker_cpu, moto_cpu = _cpu(resource.RUSAGE_CHILDREN) - children, _cpu(resource.RUSAGE_SELF) - own
+    return json.loads(out[out.index('{\n  "queue_url"'):]), worker_cpu, moto_cpu
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,29 +140,39 @@ def main(argv: list[str] | None = None) -> int:
         regions = regions_file(workdir, args.size, ds.transform, ds.crs.to_string(), args.regions)
     server, names, env = start_stack(regions)
     rates: dict[int, list[float]] = {1: [], 2: []}
+    cpu: dict[int, list[tuple[float, float]]] = {1: [], 2: []}  # (worker, moto) CPU s per scene
     load = [os.getloadavg()[0]]
     try:
         for n in range(args.rounds):
             for conc in (1, 2):
                 enqueue_round(names, scene, args.scenes, f"r{n}c{conc}")
-                summary = run_worker_process(names, env, conc)
+                summary, worker_cpu, moto_cpu = run_worker_process(names, env, conc)
+                cpu[conc].append((worker_cpu / args.scenes, moto_cpu / args.scenes))
                 ok = summary["succeeded"] == args.scenes and not summary["errors"]
                 rates[conc].append(summary["busy_messages_per_minute"])
                 load.append(os.getloadavg()[0])
                 print(f"  round {n + 1} concurrency {conc}: {summary['succeeded']}/{args.scenes} scenes, "
-                      f"{summary['busy_messages_per_minute']} scenes/min busy, load {load[-1]:.1f}"
+                      f"{summary['busy_messages_per_minute']} scenes/min busy, CPU per scene: worker "
+                      f"{cpu[conc][-1][0]:.1f} s, moto {cpu[conc][-1][1]:.1f} s, load {load[-1]:.1f}"
                       + ("" if ok else f"  PROBLEM: {summary['errors']}"), file=sys.stderr)
     finally:
         server.stop()
     c1, c2 = median(rates[1]), median(rates[2])
-    rows = [[1, f"{c1:.1f}", ", ".join(f"{r:.1f}" for r in rates[1]), "1.00×"],
-            [2, f"{c2:.1f}", ", ".join(f"{r:.1f}" for r in rates[2]), f"{c2 / c1:.2f}×" if c1 else "n/a"]]
+    def cpu_cells(conc: int) -> list[str]:
+        return [f"{median([w for w, _ in cpu[conc]]):.1f}", f"{median([m for _, m in cpu[conc]]):.1f}"]
+
+    rows = [[1, f"{c1:.1f}", ", ".join(f"{r:.1f}" for r in rates[1]), "1.00×", *cpu_cells(1)],
+            [2, f"{c2:.1f}", ", ".join(f"{r:.1f}" for r in rates[2]), f"{c2 / c1:.2f}×" if c1 else "n/a",
+             *cpu_cells(2)]]
     text = "\n".join([
         f"# Worker throughput ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
         f"{args.scenes} scenes per round, {args.size}²×{BANDS} uint16 COG, {args.regions} regions of ~12 % each, "
         f"{args.rounds} rounds per concurrency (alternating), {os.cpu_count()} CPUs, load (1 min) "
         f"{min(load):.1f}–{max(load):.1f}, moto on the same cores.", "",
-        markdown_table(["concurrency", "scenes/min (median, busy span)", "rounds", "× concurrency 1"], rows), "",
+        markdown_table(["concurrency", "scenes/min (median, busy span)", "rounds", "× concurrency 1",
+                        "worker CPU s / scene", "moto CPU s / scene"], rows), "",
+        "CPU per scene: the worker process and its receive loops (`RUSAGE_CHILDREN`), and this process — the "
+        "moto server answering every S3, SQS and DynamoDB request — over the same span.", "",
         f"Goal (issue 13): concurrency 2 ≥ 1.7× concurrency 1 — {'met' if c1 and c2 / c1 >= 1.7 else 'not met'}.",
     ])
     out = RESULTS / ("bench_worker.md" if args.size == 4096 else f"bench_worker_{args.size}.md")
