@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.workdir)
     import rasterio
 
-    scene = write_synthetic(workdir / f"synthetic_{args.size}x{args.size}x{BANDS}_u16_cog.tif", args.size, BANDS, cog=True)
+    name = f"synthetic_{args.size}x{args.size}x{BANDS}_u16_cog.tif"
+    scene = write_synthetic(workdir / name, args.size, BANDS, cog=True)
     with rasterio.open(scene) as ds:
         regions = regions_file(workdir, args.size, ds.transform, ds.crs.to_string(), args.regions)
     server, names, env = start_stack(regions)

@@ -203,6 +203,7 @@ class _ChunkWriter:
         self.nan_nodata = plan.nodata is not None and math.isnan(plan.nodata)
 
     def write(self, dst: Any, chunk: Window, data: np.ma.MaskedArray, keep: np.ndarray) -> None:
+        """Valid = kept by the boundary and valid in the source; write pixels (fill elsewhere) and mask."""
         plan, stats = self.plan, self.stats
         invalid = np.ma.getmaskarray(data)
         valid = keep[np.newaxis, :, :] & ~invalid
