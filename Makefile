@@ -9,7 +9,7 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv tools browser gdal checkov demo test test-py311 bench bench-peers bench-memory bench-coldstart layer load clean
+.PHONY: help venv tools browser gdal checkov demo test test-py311 bench bench-peers bench-worker bench-memory bench-coldstart layer load clean
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -78,9 +78,13 @@ test: $(STAMP) $(TOOLS_STAMP) $(CHECKOV_STAMP) browser gdal  ## layer contracts,
 test-py311:  ## run the test suite under Python 3.11 only, in .venv311
 	$(MAKE) test VENV=.venv311 PYTHON=$$(python3.11 -c 'import sys; print(sys.executable)' 2>/dev/null || command -v python3)
 
-bench: $(STAMP)  ## run the benchmarks (prints figures, asserts nothing on time): bytes fetched, then the peers
+bench: $(STAMP)  ## run the benchmarks (prints figures, asserts nothing on time): bytes fetched, the peers, worker scaling
 	$(VPY) benchmarks/bench_clip.py
 	$(MAKE) --no-print-directory bench-peers
+	$(MAKE) --no-print-directory bench-worker
+
+bench-worker: $(STAMP)  ## scenes/min of `sceneclip worker` at --concurrency 1 and 2 on 4096² COGs (BENCH_ARGS=--quick: 1024²)
+	$(VPY) benchmarks/bench_worker.py $(BENCH_ARGS)
 
 # The peer benchmark's own virtualenv: rioxarray (0.20+ needs Python >= 3.12) and rio-tiler on the runtime
 # lock's rasterio/GDAL (requirements-bench.in constrains them to it), plus this worktree.

@@ -12,7 +12,8 @@ a COG with the same creation options. Contenders, each a fresh process (imports 
 * rio-tiler — ``Reader.feature()`` at full resolution → COG.
 
 One warm-up round, then ``--repeat`` rounds (contenders interleaved, so load changes on the shared machine
-spread over all of them); medians. Wall time and peak RSS come from ``os.wait4``'s rusage of each child.
+spread over all of them); medians. Wall time, CPU seconds and peak RSS come from ``os.wait4``'s rusage of
+each child (CPU is the steadier figure on a loaded machine).
 Every output is checked (``peers_check.py``); the issue's goals are reported as pass/fail, never asserted.
 
     .venv-bench/bin/python benchmarks/bench_peers.py            # 8192² (make bench-peers)
@@ -51,6 +52,7 @@ class Runs:
     command: list[str]
     walls: list[float] = field(default_factory=list)
     rss_mb: list[float] = field(default_factory=list)
+    cpu_s: list[float] = field(default_factory=list)  # user + system seconds: steadier than wall under load
     output_bytes: int | None = None
     error: str | None = None
     check: CheckResult | None = None
@@ -62,6 +64,10 @@ class Runs:
     @property
     def rss(self) -> float | None:
         return median(self.rss_mb) if self.rss_mb else None
+
+    @property
+    def cpu(self) -> float | None:
+        return median(self.cpu_s) if self.cpu_s else None
 
 
 def scene_and_boundary(workdir: Path, size: int) -> tuple[Path, Path]:
@@ -110,8 +116,8 @@ def commands(src: Path, boundary: Path, workdir: Path, one_core: bool) -> dict[s
     return {name: Runs(name, cmds[name]) for name in names}
 
 
-def run_once(cmd: list[str]) -> tuple[float, float, str]:
-    """Start ``cmd``, wait with ``os.wait4``: (wall s, the child's peak RSS MB, its stderr tail on failure)."""
+def run_once(cmd: list[str]) -> tuple[float, float, float, str]:
+    """Start ``cmd``, wait with ``os.wait4``: (wall s, the child's peak RSS MB, its CPU s, its stderr tail on failure)."""
     import subprocess
 
     t0 = time.perf_counter()
@@ -120,9 +126,10 @@ def run_once(cmd: list[str]) -> tuple[float, float, str]:
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)  # so Popen does not wait for it again
+    cpu = usage.ru_utime + usage.ru_stime
     if proc.returncode != 0:
-        return wall, usage.ru_maxrss / 1024, f"exit {proc.returncode}: {stderr.strip()[-600:]}"
-    return wall, usage.ru_maxrss / 1024, ""
+        return wall, usage.ru_maxrss / 1024, cpu, f"exit {proc.returncode}: {stderr.strip()[-600:]}"
+    return wall, usage.ru_maxrss / 1024, cpu, ""
 
 
 def measure(runs: dict[str, Runs], repeat: int) -> None:
@@ -131,14 +138,16 @@ def measure(runs: dict[str, Runs], repeat: int) -> None:
         for r in runs.values():
             if r.error:
                 continue
-            wall, rss, err = run_once(r.command)
+            wall, rss, cpu, err = run_once(r.command)
             label = "warm-up" if round_no == 0 else f"run {round_no}/{repeat}"
-            print(f"  {r.name:10s} {label:9s} {wall:6.1f} s {rss:7.0f} MB {err[:200]}", file=sys.stderr)
+            print(f"  {r.name:10s} {label:9s} {wall:6.1f} s {rss:7.0f} MB {cpu:6.1f} s CPU {err[:200]}",
+                  file=sys.stderr)
             if err:
                 r.error = err
             elif round_no:
                 r.walls.append(wall)
                 r.rss_mb.append(rss)
+                r.cpu_s.append(cpu)
 
 
 def check_all(runs: dict[str, Runs], src_path: Path) -> None:

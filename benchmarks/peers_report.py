@@ -49,10 +49,11 @@ def contender_table(runs: dict[str, Any]) -> str:
             check = "not checked (sceneclip's output is the reference and is missing)"
         else:
             check = r.check.summary()
-        rows.append([LABELS.get(r.name, r.name), _num(r.wall, ".1f"), _x(r.wall, gw.wall), _num(r.rss, ".0f"),
-                     _x(r.rss, seed.rss), _num(size, ".1f"), _x(size, gw_size), check])
-    return markdown_table(["contender", "wall s", "× gdalwarp", "peak RSS MB", "× seed recipe", "output MB",
-                           "× gdalwarp", "output checks"], rows)
+        rows.append([LABELS.get(r.name, r.name), _num(r.wall, ".1f"), _x(r.wall, gw.wall), _num(r.cpu, ".1f"),
+                     _x(r.cpu, gw.cpu), _num(r.rss, ".0f"), _x(r.rss, seed.rss), _num(size, ".1f"),
+                     _x(size, gw_size), check])
+    return markdown_table(["contender", "wall s", "× gdalwarp", "CPU s (user+sys)", "× gdalwarp", "peak RSS MB",
+                           "× seed recipe", "output MB", "× gdalwarp", "output checks"], rows)
 
 
 def goal_rows(runs: dict[str, Any]) -> list[list[str]]:
@@ -148,8 +149,8 @@ def render_report(*, runs: dict[str, Any], size: int, src: Any, repeat: int, com
         "",
         f"Source: {ds.width}×{ds.height}×{ds.count} tiled 512, DEFLATE + predictor 2, {src_mb:.0f} MB on disk. "
         f"Boundary: the 50 % blob of bench_clip.py; sceneclip's {window}. Medians of {repeat} runs after one "
-        "warm-up, contenders interleaved; wall and peak RSS (`ru_maxrss`) of each whole process, imports "
-        "included.",
+        "warm-up, contenders interleaved; wall, CPU (user + system) and peak RSS (`ru_maxrss`) of each whole "
+        "process, imports included.",
         "",
     ]
     goals = markdown_table(["goal (issue 13)", "sceneclip / peer", "target", "result"], goal_rows(runs))

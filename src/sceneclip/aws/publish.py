@@ -103,7 +103,9 @@ class Publisher:
         encode), the source link percent-encoded where the key needs it (a valid IRI reference)."""
         if not self.write_stac:
             return None
+        from sceneclip.core.rioenv import reuse_environ_sessions
         from sceneclip.core.stac import make_item
 
+        reuse_environ_sessions()  # the footprint's rasterio.features calls: no boto3 Session each (see rioenv)
         return make_item(record, cog_href="./" + href_for(posixpath.basename(dest.key)),
                          source_href=href_for(record.source), cog_path=cog.name)

@@ -25,6 +25,7 @@ from sceneclip.core.output import ClipOutput, Workspace
 from sceneclip.core.plan import GRID_CONFLICT, ClipOptions, ClipPlan, RasterInfo, plan_clip
 from sceneclip.core.limits import refuse_unsupported
 from sceneclip.core.records import VerificationRecord, failed_record
+from sceneclip.core.rioenv import reuse_environ_sessions
 from sceneclip.core.source import open_source
 from sceneclip.core.verify import verify_output
 from sceneclip.core.mosaic import mosaic_reader, plan_mosaic
@@ -95,7 +96,7 @@ def execute_any(src: Any, plan: ClipPlan | WarpPlan, dst_path: str, options: Cli
 
 def clip_to_cog(
     source: str | Sequence[str], boundary: Boundary, options: ClipOptions | None = None, *, name: str | None = None,
-    deadline: Deadline | None = None,
+    deadline: Deadline | None = None, cog_on_disk: bool = False,
 ) -> ClipResult:
     """Clip ``source`` (path, /vsis3/ or s3:// URI; or several: a mosaic) to ``boundary``; write and verify a COG.
 
@@ -106,22 +107,26 @@ def clip_to_cog(
     presigned URL); it defaults to ``source``. With a ``deadline`` the clip is abandoned between steps and
     between chunks with a transient DeadlineExceeded once its budget is spent (nothing partial is kept).
     Several sources are merged by :mod:`~sceneclip.core.mosaic` (the first valid pixel wins).
+    ``cog_on_disk`` writes the COG to ``tmpdir`` whatever its size: for a caller that saves it to a local
+    file anyway (the spilled file is renamed into place), holding it in memory first only costs RAM.
     """
+    reuse_environ_sessions()  # rasterise per chunk without a boto3 Session per call (see core/rioenv.py)
     options = options or ClipOptions()
     if not isinstance(source, str):
         if len(source) == 1:
-            return clip_to_cog(source[0], boundary, options, name=name, deadline=deadline)
-        return _clip_mosaic(list(source), boundary, options, deadline)
+            return clip_to_cog(source[0], boundary, options, name=name, deadline=deadline, cog_on_disk=cog_on_disk)
+        return _clip_mosaic(list(source), boundary, options, deadline, cog_on_disk)
     name = name or redact(source)
     started = time.perf_counter()
     with rasterio.Env(**_read_env(options)), open_source(source, name, drivers=options.allowed_drivers,
                                                          limits=options.limits) as src:
         info, plan = plan_any(src, boundary, options, name=name)
         return _write_and_verify(plan, info, boundary, options, name, started, deadline,
-                                 lambda path: execute_any(src, plan, path, options, deadline))
+                                 lambda path: execute_any(src, plan, path, options, deadline), cog_on_disk)
 
 
-def _clip_mosaic(sources: list[str], boundary: Boundary, options: ClipOptions, deadline: Deadline | None) -> ClipResult:
+def _clip_mosaic(sources: list[str], boundary: Boundary, options: ClipOptions, deadline: Deadline | None,
+                 cog_on_disk: bool = False) -> ClipResult:
     """Several sources onto one grid (:mod:`~sceneclip.core.mosaic`), then the same COG writing and checks."""
     if options.invert or not options.crop or options.pad:
         raise InvalidOptionsError(GRID_CONFLICT)
@@ -139,6 +144,7 @@ def _clip_mosaic(sources: list[str], boundary: Boundary, options: ClipOptions, d
             plan, opened[0][1], boundary, options, what, started, deadline,
             lambda path: fill_grid(plan, path, mosaic_reader(parts, plan), meta=parts[0].src, name=what,
                                    samples_per_chunk=options.samples_per_chunk, deadline=deadline),
+            cog_on_disk,
         )
     result.record.checks["sources"] = names
     result.record.checks["sources_used"] = [p.info.name for p in parts]
@@ -155,10 +161,10 @@ def _read_env(options: ClipOptions) -> dict[str, Any]:
 
 def _write_and_verify(
     plan: ClipPlan | WarpPlan, info: RasterInfo, boundary: Boundary, options: ClipOptions, name: str, started: float,
-    deadline: Deadline | None, execute: Callable[[str], ExecutionStats],
+    deadline: Deadline | None, execute: Callable[[str], ExecutionStats], cog_on_disk: bool = False,
 ) -> ClipResult:
     """Execute into the intermediate, write the COG, verify it; nothing partial survives a failure."""
-    workspace = Workspace(plan, options)
+    workspace = Workspace(plan, options, cog_on_disk=cog_on_disk)
     output: ClipOutput | None = None
     try:
         stats = execute(workspace.intermediate)
@@ -166,7 +172,7 @@ def _write_and_verify(
         if deadline is not None:
             deadline.check(f"before writing the COG of {name}")
         output = workspace.new_output()
-        write_cog(workspace.intermediate, output.name, plan, options)
+        write_cog(workspace.intermediate, output.name, plan, options, tmpdir=workspace.dir)
         workspace.cleanup()  # the intermediate is not needed for verification: free it now
         record = verify_output(output, plan, info, stats, boundary, started=started)
     except BaseException:
@@ -196,12 +202,12 @@ def run_clip(
     """:func:`clip_to_cog` that never raises: every failure comes back as a failed record (typed by
     :func:`sceneclip.errors.classify`; an unforeseen one as a transient ``UnexpectedError``).
 
-    With ``output`` the COG is saved there (atomically) and only on success; otherwise the caller gets the
-    in-memory :class:`ClipOutput`.
+    With ``output`` the COG is saved there (atomically) and only on success — written in ``tmpdir`` and
+    renamed into place, never held in memory; otherwise the caller gets the :class:`ClipOutput`.
     """
     started = time.perf_counter()
     try:
-        result = clip_to_cog(source, boundary, options)
+        result = clip_to_cog(source, boundary, options, cog_on_disk=bool(output))
     except Exception as exc:  # anything untyped is classified (UnexpectedError when nothing fits), never raw
         label = source if isinstance(source, str) else " + ".join(source)
         err = classify(exc, what=f"clipping {redact(label)}")

@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import rasterio
 import rasterio.shutil
+from rasterio.session import DummySession
 
 BLOCKSIZE = 512
 
@@ -63,20 +65,30 @@ def cog_options(
     return opts
 
 
-# The intermediate tiled GTiff is written once and read once by the COG driver: fast compression keeps it
-# small in memory without costing much CPU.
+# The intermediate tiled GTiff is written once and read twice by the COG driver (overviews, then full
+# resolution). It lives on local disk (the page cache), not in memory, so it is left uncompressed: ZSTD-1
+# cost one encode and two decodes, 2.2 s of CPU out of 18 on the 251 MiB peer clip, to save disk only.
 INTERMEDIATE_OPTIONS: dict[str, Any] = {
     "driver": "GTiff",
     "tiled": True,
     "blockxsize": BLOCKSIZE,
     "blockysize": BLOCKSIZE,
-    "compress": "ZSTD",
-    "zstd_level": 1,
     "bigtiff": "IF_SAFER",
 }
 
 
-def write_cog(intermediate: str, dst_path: str, plan: Any, options: Any) -> None:
-    """GDAL's COG driver (create-copy only) from the intermediate: tiles, overviews, IFD layout."""
+def write_cog(intermediate: str, dst_path: str, plan: Any, options: Any, *, tmpdir: str | None = None) -> None:
+    """GDAL's COG driver (create-copy only) from the intermediate: tiles, overviews, IFD layout.
+
+    ``tmpdir`` (the clip's spill directory) receives GDAL's temporary overview file: without it, a COG
+    written to ``/vsimem`` keeps that file in memory too. ``GDAL_NUM_THREADS`` lets GDAL compute the
+    overviews on every core as well (the bytes written are the same: checked level by level).
+    """
     opts = cog_options(options.profile, dtype=plan.dtype, resampling=plan.overview_resampling)
-    rasterio.shutil.copy(intermediate, dst_path, driver="COG", **opts)
+    env: dict[str, Any] = {"GDAL_NUM_THREADS": "ALL_CPUS"}
+    if tmpdir:
+        env["CPL_TMPDIR"] = tmpdir
+    # A session of our own would build a boto3 Session (30 ms) whenever AWS keys are in the environment, as
+    # on Lambda; the COG is written locally, and the enclosing environment keeps its credentials.
+    with rasterio.Env(session=DummySession(), **env):
+        rasterio.shutil.copy(intermediate, dst_path, driver="COG", **opts)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,9 +157,14 @@ def execute_plan(
 
     Memory stays at a few chunks (``chunk_size``² × bands × itemsize each) whatever the window size. With a
     ``deadline`` the loop stops between chunks once the budget is spent (:class:`~sceneclip.errors.DeadlineExceeded`).
+
+    Reading and writing overlap: this thread reads (and decodes) chunk n+1 while one writer thread masks,
+    counts and compresses chunk n. GDAL releases the GIL in both, so two cores share the work. The source
+    stays on this thread only, where its ``rasterio.Env`` lives (GDAL's configuration — the HTTP headers
+    that pin the read, the endpoint — is thread-local); the writer touches nothing but the local output.
     """
     stats = ExecutionStats()
-    rng = np.random.default_rng(seed)
+    writer = _ChunkWriter(plan, stats, np.random.default_rng(seed), samples_per_chunk)
     profile = dict(
         INTERMEDIATE_OPTIONS,
         width=plan.width,
@@ -169,25 +175,50 @@ def execute_plan(
         transform=plan.transform,
         nodata=plan.nodata,
     )
-    fill = np.array(0 if plan.nodata is None else plan.nodata).astype(plan.dtype)
-    nan_nodata = plan.nodata is not None and math.isnan(plan.nodata)
-    with rasterio.open(dst_path, "w", **profile) as dst:
+    with rasterio.open(dst_path, "w", **profile) as dst, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="sceneclip-write") as pool:
         _copy_metadata(src, dst)
-        for chunk, data, keep in iter_chunks(src, plan, stats, deadline):
-            valid = keep[np.newaxis, :, :] & ~np.ma.getmaskarray(data)
-            if nan_nodata:
-                valid &= ~np.isnan(data.data)
-            out = np.where(valid, data.data, fill).astype(plan.dtype, copy=False)
-            dst.write(out, window=chunk)
-            if plan.use_mask:
-                dst.write_mask(np.where(valid.all(axis=0), 255, 0).astype("uint8"), window=chunk)
-            elif plan.nodata is not None and not nan_nodata:
-                stats.nodata_collisions += int(np.count_nonzero(valid & (data.data == fill)))
-            stats.inside_pixels += int(np.count_nonzero(keep))
-            stats.valid_pixels += int(np.count_nonzero(valid.all(axis=0) if plan.use_mask else valid[0]))
-            stats.chunks += 1
-            _take_samples(stats, chunk, data.data, keep & ~np.ma.getmaskarray(data)[0], rng, samples_per_chunk)
+        pending: Future[None] | None = None
+        try:
+            for chunk, data, keep in iter_chunks(src, plan, stats, deadline):
+                if pending is not None:  # at most one chunk waits: memory stays at two chunks
+                    pending.result()
+                pending = pool.submit(writer.write, dst, chunk, data, keep)
+        finally:
+            if pending is not None:
+                pending.result()
     return stats
+
+
+class _ChunkWriter:
+    """The write half of :func:`execute_plan`: one chunk's validity, output pixels, mask, counts and samples.
+
+    Chunks are written one at a time and in order, so the counts and the random samples are the same as
+    when everything ran on one thread.
+    """
+
+    def __init__(self, plan: ClipPlan, stats: ExecutionStats, rng: np.random.Generator, samples: int) -> None:
+        self.plan, self.stats, self.rng, self.samples = plan, stats, rng, samples
+        self.fill = np.array(0 if plan.nodata is None else plan.nodata).astype(plan.dtype)
+        self.nan_nodata = plan.nodata is not None and math.isnan(plan.nodata)
+
+    def write(self, dst: Any, chunk: Window, data: np.ma.MaskedArray, keep: np.ndarray) -> None:
+        """Valid = kept by the boundary and valid in the source; write pixels (fill elsewhere) and mask."""
+        plan, stats = self.plan, self.stats
+        invalid = np.ma.getmaskarray(data)
+        valid = keep[np.newaxis, :, :] & ~invalid
+        if self.nan_nodata:
+            valid &= ~np.isnan(data.data)
+        out = np.where(valid, data.data, self.fill).astype(plan.dtype, copy=False)
+        dst.write(out, window=chunk)
+        if plan.use_mask:
+            dst.write_mask(np.where(valid.all(axis=0), 255, 0).astype("uint8"), window=chunk)
+        elif plan.nodata is not None and not self.nan_nodata:
+            stats.nodata_collisions += int(np.count_nonzero(valid & (data.data == self.fill)))
+        stats.inside_pixels += int(np.count_nonzero(keep))
+        stats.valid_pixels += int(np.count_nonzero(valid.all(axis=0) if plan.use_mask else valid[0]))
+        stats.chunks += 1
+        _take_samples(stats, chunk, data.data, keep & ~invalid[0], self.rng, self.samples)
 
 
 def _take_samples(

@@ -108,25 +108,31 @@ def remove_stale_workdirs(tmpdir: str | None, older_than_s: float) -> list[str]:
 
 
 class Workspace:
-    """Where the intermediate and the COG live: /vsimem when the window fits ``memory_limit``, else tmpdir."""
+    """Where one clip's files live: the intermediate always in a spill directory in ``tmpdir``; the COG in
+    memory when the window fits ``memory_limit`` (and the caller does not want it on disk: ``cog_on_disk``),
+    else beside the intermediate.
 
-    def __init__(self, plan: ClipPlan, options: ClipOptions) -> None:
-        self.spill = plan.uncompressed_bytes > options.memory_limit
-        self.dir = tempfile.mkdtemp(prefix=SPILL_PREFIX, dir=options.tmpdir) if self.spill else None
-        self.intermediate_mem = None if self.spill else MemoryFile(ext=".tif")
-        self.intermediate = os.path.join(self.dir, "intermediate.tif") if self.dir else self.intermediate_mem.name
+    The intermediate is written once and read twice by GDAL's COG driver (overviews, then full resolution).
+    As a local file it sits in the page cache — as fast to read back as ``/vsimem``, but reclaimable and
+    outside the process's resident set — so it no longer counts against the function's memory. GDAL's
+    temporary overview file goes to the same directory (``CPL_TMPDIR``, set by :func:`write_cog`).
+    """
+
+    def __init__(self, plan: ClipPlan, options: ClipOptions, *, cog_on_disk: bool = False) -> None:
+        self.spill = cog_on_disk or plan.uncompressed_bytes > options.memory_limit
+        self.dir = tempfile.mkdtemp(prefix=SPILL_PREFIX, dir=options.tmpdir)
+        self.intermediate = os.path.join(self.dir, "intermediate.tif")
 
     def new_output(self) -> ClipOutput:
-        """An empty output beside the intermediate: a MemoryFile, or a file in the spill directory."""
-        if self.dir:
+        """An empty output: a MemoryFile, or a file in the spill directory (which the output then owns)."""
+        if self.spill:
             return ClipOutput(path=os.path.join(self.dir, "clip.tif"), workdir=self.dir)
         return ClipOutput(memfile=MemoryFile(ext=".tif"))
 
     def cleanup(self, *, remove_dir: bool = False) -> None:
-        """Free the intermediate; with ``remove_dir`` also the spill directory (the clip failed)."""
-        if self.intermediate_mem is not None:
-            self.intermediate_mem.close()
-        if self.dir and os.path.exists(self.intermediate):
+        """Remove the intermediate, and the spill directory unless a spilled output still lives in it
+        (``remove_dir``: the clip failed, remove it whatever it holds)."""
+        if os.path.exists(self.intermediate):
             os.remove(self.intermediate)
-        if remove_dir and self.dir:
+        if remove_dir or not self.spill:
             shutil.rmtree(self.dir, ignore_errors=True)

@@ -56,8 +56,8 @@ class ClipOptions:
     scene; the clip then goes through the warper (onto the source's own grid when no target grid is set).
     chunk_size: pixels per side of the chunks streamed from source to output (a multiple of 512; rounded to
     whole source tiles, with chunk edges on the source's tile grid so no tile is fetched twice).
-    memory_limit: above this uncompressed window size the intermediate and the COG go to ``tmpdir``
-    (in memory, peak RSS is about 1.7× the window on top of the interpreter; spilled, it stays flat).
+    memory_limit: above this uncompressed window size the COG goes to ``tmpdir`` instead of memory (the
+    intermediate always does; in memory, peak RSS grows by the COG's size; spilled, it stays flat).
     chunk_bytes: values per chunk, all bands (the chunk side shrinks as bands × item size grow, so memory
     per chunk is bounded whatever the band count; never below one source block).
     allowed_drivers: the only GDAL drivers a source is opened with (GTiff reads COGs too).
