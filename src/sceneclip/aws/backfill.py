@@ -337,18 +337,7 @@ def run_backfill(
     bar = _progress_bar(progress)
 
     def flush() -> None:
-        if not batch:
-            return
-        if dry_run:
-            summary.planned.extend(msg for _, msg in batch)
-            summary.enqueued += len(batch)
-        else:
-            sent, resent, failures = send_messages(sqs, queue_url, batch)
-            summary.enqueued += sent
-            summary.resent += resent
-            summary.failed += len(failures)
-            summary.failures.extend(failures)
-        batch.clear()
+        flush_batch(summary, sqs, queue_url, batch, dry_run)
 
     try:
         for obj in list_objects(s3, bucket, prefix, requester_pays=pays):
@@ -408,3 +397,20 @@ class _NoBar:
 
     def close(self) -> None:
         pass
+
+
+def flush_batch(summary: BackfillSummary, sqs: Any, queue_url: str, batch: list[tuple[str, dict[str, Any]]],
+                dry_run: bool) -> None:
+    """Send (or, dry run, plan) the pending messages, count them in ``summary``, and empty ``batch``."""
+    if not batch:
+        return
+    if dry_run:
+        summary.planned.extend(msg for _, msg in batch)
+        summary.enqueued += len(batch)
+    else:
+        sent, resent, failures = send_messages(sqs, queue_url, batch)
+        summary.enqueued += sent
+        summary.resent += resent
+        summary.failed += len(failures)
+        summary.failures.extend(failures)
+    batch.clear()

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlparse
 
-from sceneclip.aws.backfill import SQS_BATCH, BackfillSummary, decide, failure_is_transient, send_messages
+from sceneclip.aws.backfill import SQS_BATCH, BackfillSummary, decide, failure_is_transient, flush_batch
 from sceneclip.aws.s3 import head_scene
 from sceneclip.aws.stac_events import ItemRef, item_scene
 from sceneclip.core.stac_assets import is_stac_item, item_version, s3_location, select_assets
@@ -157,23 +157,8 @@ def run_stac_backfill(source: str, queue_url: str, *, settings: Any = None, reco
             continue
         batch.append((str(item.get("id")), message))
         if len(batch) == SQS_BATCH:
-            _flush(summary, sqs, queue_url, batch, dry_run)
-    _flush(summary, sqs, queue_url, batch, dry_run)
+            flush_batch(summary, sqs, queue_url, batch, dry_run)
+    flush_batch(summary, sqs, queue_url, batch, dry_run)
     summary.reasons = dict(reasons)
     summary.duration_s = round(time.perf_counter() - started, 3)
     return summary
-
-
-def _flush(summary: BackfillSummary, sqs: Any, queue_url: str, batch: list[tuple[str, dict[str, Any]]],
-           dry_run: bool) -> None:
-    if not batch:
-        return
-    if dry_run:
-        summary.planned.extend(msg for _, msg in batch)
-        summary.enqueued += len(batch)
-    else:
-        sent, resent, failures = send_messages(sqs, queue_url, batch)
-        summary.enqueued, summary.resent = summary.enqueued + sent, summary.resent + resent
-        summary.failed += len(failures)
-        summary.failures.extend(failures)
-    batch.clear()
