@@ -24,6 +24,8 @@ import numpy as np
 import rasterio
 from rasterio.enums import MaskFlags, Resampling
 from rasterio.errors import RasterioError
+from rasterio.io import MemoryFile
+from rasterio.vrt import WarpedVRT
 from rasterio.warp import reproject, transform_bounds
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
@@ -48,6 +50,10 @@ KERNEL_RADIUS = {"bilinear": 1, "cubic": 2, "cubic_spline": 2, "lanczos": 3}
 # shares about 20 MB of blocks with the next row.
 CACHE_BYTES = 64 * 1024 * 1024
 ALPHA = 255  # source alpha for "has data" (GDAL's SRC_ALPHA_MAX default)
+# rasterio < 1.5 (the Python 3.11 wheels, GDAL 3.10) has no ``tolerance`` in ``reproject``: it always uses the
+# approximate transformer at 0.125 px. Its WarpedVRT takes a tolerance (not 0: that leaves GDAL's VRT without
+# a transformer and its creation fails).
+REPROJECT_TAKES_TOLERANCE = "tolerance" in __import__("inspect").signature(reproject).parameters
 
 
 def source_window(src: Any, plan: WarpPlan, chunk: Window) -> Window | None:
@@ -87,19 +93,45 @@ def warp_chunk(src: Any, plan: WarpPlan, chunk: Window, nodatavals: tuple,
     raw = cache.read(swin) if cache is not None else src.read(window=swin)
     where = dict(src_transform=window_transform(swin, src.transform), src_crs=src.crs,
                  dst_transform=window_transform(chunk, plan.transform), dst_crs=plan.dst_crs,
-                 resampling=Resampling[plan.resampling], tolerance=TRANSFORM_TOLERANCE_PX,
+                 resampling=Resampling[plan.resampling],
                  XSCALE=repr(plan.kernel_scale[0]), YSCALE=repr(plan.kernel_scale[1]))
     if all(nd is not None for nd in nodatavals) and len(set(map(str, nodatavals))) == 1 and not _has_mask(src):
         nd = nodatavals[0]
         data = np.full((plan.count, h, w), nd, dtype=plan.dtype)
-        reproject(raw, data, src_nodata=nd, dst_nodata=nd, UNIFIED_SRC_NODATA="NO", **where)
+        warp_exact(raw, data, src_nodata=nd, dst_nodata=nd, UNIFIED_SRC_NODATA="NO", **where)
         has_data = np.isnan(data) if math.isnan(nd) else data == np.array(nd).astype(data.dtype)
         return data, ~has_data
     invalid = source_invalid(src, raw, swin)
     stack = np.concatenate([raw, np.where(invalid.all(axis=0), 0, ALPHA).astype(raw.dtype)[np.newaxis]])
     out = np.zeros((plan.count + 1, h, w), dtype=plan.dtype)
-    reproject(stack, out, src_alpha=plan.count + 1, dst_alpha=plan.count + 1, **where)
+    warp_exact(stack, out, src_alpha=plan.count + 1, dst_alpha=plan.count + 1, **where)
     return out[: plan.count], np.broadcast_to(out[plan.count] > 0, (plan.count, h, w)).copy()
+
+
+def warp_exact(source: np.ndarray, destination: np.ndarray, *, src_transform: Any, src_crs: Any,
+               dst_transform: Any, dst_crs: Any, resampling: Resampling, src_nodata: float | None = None,
+               dst_nodata: float | None = None, src_alpha: int = 0, dst_alpha: int = 0, **options: Any) -> None:
+    """GDAL's warper from array to array with the exact transform (so values cannot depend on the chunk layout).
+
+    rasterio ≥ 1.5 does it in :func:`rasterio.warp.reproject`; older rasterio only through a WarpedVRT with
+    the same tolerance over the source array held as an in-memory GeoTIFF.
+    """
+    if REPROJECT_TAKES_TOLERANCE:
+        reproject(source, destination, src_transform=src_transform, src_crs=src_crs, dst_transform=dst_transform,
+                  dst_crs=dst_crs, resampling=resampling, src_nodata=src_nodata, dst_nodata=dst_nodata,
+                  src_alpha=src_alpha, dst_alpha=dst_alpha, tolerance=TRANSFORM_TOLERANCE_PX, **options)
+        return
+    count, height, width = source.shape
+    nodata = {} if src_nodata is None else {"src_nodata": src_nodata, "nodata": dst_nodata}
+    with MemoryFile() as mem:
+        with mem.open(driver="GTiff", width=width, height=height, count=count, dtype=source.dtype, crs=src_crs,
+                      transform=src_transform, nodata=src_nodata) as ds:
+            ds.write(source)
+        with mem.open() as ds, WarpedVRT(ds, crs=dst_crs, transform=dst_transform, width=destination.shape[2],
+                                         height=destination.shape[1], resampling=resampling,
+                                         tolerance=TRANSFORM_TOLERANCE_PX,
+                                         src_alpha=src_alpha, dst_alpha=dst_alpha, **nodata, **options) as vrt:
+            destination[...] = vrt.read(out_dtype=destination.dtype)
 
 
 def _has_mask(src: Any) -> bool:
