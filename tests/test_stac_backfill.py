@@ -76,4 +76,4 @@ def test_static_catalog_on_s3_with_relative_links_through_the_cli(stack, monkeyp
     out = CliRunner().invoke(cli, args)
     assert json.loads(out.output)["reasons"] == {"filtered": 1} and drain(queue) == []
     bad = CliRunner().invoke(cli, ["backfill", "--queue", queue])
-    assert bad.exit_code != 0 and "either s3://BUCKET/PREFIX or --stac ITEMS" in bad.output
+    assert bad.exit_code != 0 and "either s3://BUCKET/PREFIX, --stac ITEMS or --stac-api URL" in bad.output

@@ -1,10 +1,11 @@
-"""``sceneclip backfill --stac ITEMS``: one queue message per STAC Item of an ItemCollection or static catalog.
+"""``sceneclip backfill --stac ITEMS | --stac-api URL``: one queue message per STAC Item to do.
 
 ITEMS is a file path, an ``s3://`` URI or an ``https`` URL of an ItemCollection (a GeoJSON FeatureCollection
 of Items), a single Item, or a static catalog / collection, whose ``child`` and ``item`` links are followed
 (relative hrefs against the document's own location, at most :data:`MAX_DEPTH` levels down). The operator runs
 this on their own machine, so any https host may be read (with a size cap per document); the function itself
-still reads Items and assets only from input buckets.
+still reads Items and assets only from input buckets. A STAC API search (:mod:`sceneclip.aws.stac_api`) is
+the other source of Items; the done rules are the same.
 
 An Item is **done**, and not sent again, when each of its selected assets (``SCENECLIP_STAC_ASSETS``, else the
 data GeoTIFFs) is done by the scene rule of :func:`sceneclip.aws.backfill.decide` for its current ETag (one HEAD
@@ -28,6 +29,7 @@ from urllib.parse import urljoin, urlparse
 
 from sceneclip.aws.backfill import SQS_BATCH, BackfillSummary, decide, failure_is_transient, flush_batch
 from sceneclip.aws.s3 import head_scene
+from sceneclip.aws.stac_api import ApiSearch, region_search_geometry, search_items
 from sceneclip.aws.stac_events import ItemRef, item_scene
 from sceneclip.core.stac_assets import is_stac_item, item_version, s3_location, select_assets
 from sceneclip.errors import ConfigError, InvalidItemError, SceneclipError, classify
@@ -120,10 +122,15 @@ def decide_item(item: Mapping[str, Any], *, settings: Any, records: Any, s3: Any
     return "skip", "done"
 
 
-def run_stac_backfill(source: str, queue_url: str, *, settings: Any = None, records: Any = None, s3: Any = None,
-                      sqs: Any = None, region: str | None = None, force: bool = False,
-                      dry_run: bool = False) -> BackfillSummary:
-    """Enqueue every Item of ``source`` that is still to do on ``queue_url``; see :func:`iter_items`, :func:`decide_item`."""
+def run_stac_backfill(source: str | ApiSearch, queue_url: str, *, settings: Any = None, records: Any = None,
+                      s3: Any = None, sqs: Any = None, region: str | None = None, intersects: str | None = None,
+                      force: bool = False, dry_run: bool = False) -> BackfillSummary:
+    """Enqueue every Item of ``source`` that is still to do on ``queue_url``; see :func:`iter_items`, :func:`decide_item`.
+
+    ``source`` is an ItemCollection / catalog location, or an :class:`~sceneclip.aws.stac_api.ApiSearch`;
+    ``intersects`` names a store region whose geometry the search intersects with (and, unless ``region``
+    says otherwise, the region every message asks for: the search was for that region's scenes).
+    """
     import boto3
 
     from sceneclip.aws.backfill import _store_version
@@ -138,10 +145,20 @@ def run_stac_backfill(source: str, queue_url: str, *, settings: Any = None, reco
 
         records = RecordStore(settings.records_table)
     store_version = _store_version(settings, s3) if not force else None
-    summary = BackfillSummary(source=source, queue_url=queue_url, dry_run=dry_run)
+    rejected: list[str] = []
+    if isinstance(source, ApiSearch):
+        if intersects is not None:
+            source = _intersecting(source, settings, s3, intersects)
+            region = region or intersects
+        label, items = source.describe(), search_items(source, rejected=rejected)
+    elif intersects is not None:
+        raise ConfigError("--intersects applies to a STAC API search (--stac-api), not to an ItemCollection")
+    else:
+        label, items = source, iter_items(source, s3)
+    summary = BackfillSummary(source=label, queue_url=queue_url, dry_run=dry_run)
     reasons: Counter[str] = Counter()
     batch: list[tuple[str, dict[str, Any]]] = []
-    for item in iter_items(source, s3):
+    for item in items:
         summary.listed += 1
         action, reason = ("enqueue", "force") if force else decide_item(
             item, settings=settings, records=records, s3=s3, store_version=store_version, region=region)
@@ -159,6 +176,22 @@ def run_stac_backfill(source: str, queue_url: str, *, settings: Any = None, reco
         if len(batch) == SQS_BATCH:
             flush_batch(summary, sqs, queue_url, batch, dry_run)
     flush_batch(summary, sqs, queue_url, batch, dry_run)
+    if rejected:  # refused by the search's filter here: listed by the API, never looked at
+        summary.listed += len(rejected)
+        summary.skipped += len(rejected)
+        reasons["filtered-by-search"] += len(rejected)
     summary.reasons = dict(reasons)
     summary.duration_s = round(time.perf_counter() - started, 3)
     return summary
+
+
+def _intersecting(search: ApiSearch, settings: Any, s3: Any, region: str) -> ApiSearch:
+    """``search`` limited to the store region's geometry (the store is the function's SCENECLIP_BOUNDARIES)."""
+    from dataclasses import replace
+
+    from sceneclip.aws.store import get_store
+
+    if settings is None:
+        raise ConfigError("--intersects needs the function's configuration (SCENECLIP_BOUNDARIES, or --env-vars) "
+                          "to find the region's geometry")
+    return replace(search, intersects=region_search_geometry(get_store(settings.boundaries, s3_client=s3), region))

@@ -41,6 +41,19 @@ def _echo_json(data: Any) -> None:
 @click.option("--stac", "stac_items", default=None, metavar="ITEMS",
               help="Instead of listing a prefix: one message per STAC Item of this ItemCollection, Item or static "
                    "catalog (a path, s3:// URI or https URL); Items whose selected assets are done are skipped.")
+@click.option("--stac-api", "stac_api", default=None, metavar="URL",
+              help="Instead: one message per Item a STAC API item search returns (pystac-client), narrowed by "
+                   "--collections, --intersects, --datetime and --filter.")
+@click.option("--collections", "collections", multiple=True, metavar="ID[,ID]",
+              help="--stac-api: search these collections (repeat or comma-separate).")
+@click.option("--intersects", default=None, metavar="REGION",
+              help="--stac-api: only Items intersecting this region of the boundary store (SCENECLIP_BOUNDARIES); "
+                   "the messages then ask for that region unless --region says otherwise.")
+@click.option("--datetime", "datetime_range", default=None, metavar="A/B",
+              help="--stac-api: RFC 3339 instant or interval, open ends as '..' (e.g. 2023-01-01/2023-12-31).")
+@click.option("--filter", "cql2_filter", default=None, metavar="CQL2",
+              help="--stac-api: CQL2-text on Item properties, e.g. \"eo:cloud_cover < 20\"; sent to APIs that "
+                   "support it and always checked here with the function's evaluator.")
 @click.option("--queue", "queue_url", required=True, help="Work queue URL (the stack output WorkQueueUrl).")
 @click.option("--suffix", "suffixes", multiple=True, default=(".tif", ".tiff"), show_default=True,
               help="Only keys ending with this (case-insensitive); repeat for several.")
@@ -56,9 +69,11 @@ def _echo_json(data: Any) -> None:
 @function_option
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when it is a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
-def backfill(source: str | None, stac_items: str | None, queue_url: str, suffixes: tuple[str, ...],
-             since: str | None, region: str | None, force: bool, dry_run: bool, requester_pays: bool,
-             env_vars: str | None, function_id: str, progress: bool | None, as_json: bool) -> None:
+def backfill(source: str | None, stac_items: str | None, stac_api: str | None, collections: tuple[str, ...],
+             intersects: str | None, datetime_range: str | None, cql2_filter: str | None, queue_url: str,
+             suffixes: tuple[str, ...], since: str | None, region: str | None, force: bool, dry_run: bool,
+             requester_pays: bool, env_vars: str | None, function_id: str, progress: bool | None,
+             as_json: bool) -> None:
     """Enqueue one message per scene under s3://BUCKET/PREFIX that has no result yet for the function's configuration.
 
     A scene version (its ETag) is skipped when the records table holds its ok records for the same
@@ -71,26 +86,36 @@ def backfill(source: str | None, stac_items: str | None, queue_url: str, suffixe
     ItemCollection or catalog; an Item is skipped when every selected asset (SCENECLIP_STAC_ASSETS) is done
     for its current ETag, or when the filter already skipped this edition of it.
 
+    With --stac-api URL the Items come from the API's item search instead (same messages, same skips).
+
     \b
     Examples:
       sceneclip backfill s3://archive/landsat/ --queue $WORK_QUEUE_URL --since 2026-01-01 --env-vars env.json
       sceneclip backfill --stac s3://catalogs/s2/items.json --queue $WORK_QUEUE_URL --env-vars env.json
+      sceneclip backfill --stac-api https://earth-search.aws.element84.com/v1 --collections sentinel-2-l2a \\
+          --intersects Libya --datetime 2024-01-01/2024-12-31 --filter "eo:cloud_cover < 20" --queue $WORK_QUEUE_URL
     """
     from sceneclip.aws.backfill import parse_since, run_backfill
     from sceneclip.aws.config import Settings
 
-    if (source is None) == (stac_items is None):
-        fail("give either s3://BUCKET/PREFIX or --stac ITEMS")
+    if sum(x is not None for x in (source, stac_items, stac_api)) != 1:
+        fail("give either s3://BUCKET/PREFIX, --stac ITEMS or --stac-api URL")
+    if stac_api is None and (collections or intersects or datetime_range or cql2_filter):
+        fail("--collections, --intersects, --datetime and --filter narrow a --stac-api search")
     try:
         settings = None
         environment = _environment(env_vars, function_id)
         if not force or environment.get("SCENECLIP_RECORDS_TABLE"):
             settings = Settings.from_env(environment)
-        if stac_items is not None:
+        if stac_items is not None or stac_api is not None:
+            from sceneclip.aws.stac_api import ApiSearch
             from sceneclip.aws.stac_backfill import run_stac_backfill
 
-            summary = run_stac_backfill(stac_items, queue_url, settings=settings, region=region, force=force,
-                                        dry_run=dry_run)
+            what = stac_items if stac_api is None else ApiSearch(
+                url=stac_api, collections=tuple(c for cs in collections for c in cs.split(",") if c),
+                datetime=datetime_range, filter=cql2_filter)
+            summary = run_stac_backfill(what, queue_url, settings=settings, region=region, intersects=intersects,
+                                        force=force, dry_run=dry_run)
         else:
             _warn_unpaid_reads(source or "", settings, requester_pays)
             summary = run_backfill(source or "", queue_url, settings=settings, suffixes=tuple(s for s in suffixes if s),

@@ -144,7 +144,8 @@ def dissolve(geometries: Sequence[BaseGeometry]) -> BaseGeometry | None:
     return parts[0] if len(parts) == 1 else MultiPolygon(parts)
 
 
-def _transform_geometry(geom: BaseGeometry, src: CRS, dst: CRS) -> BaseGeometry:
+def transform_geometry(geom: BaseGeometry, src: CRS, dst: CRS) -> BaseGeometry:
+    """``geom`` carried from ``src`` to ``dst`` vertex by vertex (densify first where edges must stay true)."""
     def fn(coords: np.ndarray) -> np.ndarray:
         if len(coords) == 0:
             return coords
@@ -241,7 +242,7 @@ def to_raster_crs(
     out = []
     for geom in geoms:
         dense = shapely.segmentize(geom, max_segment) if max_segment > 0 else geom
-        out.append(_transform_geometry(dense, boundary.crs, raster_crs))
+        out.append(transform_geometry(dense, boundary.crs, raster_crs))
     out = repair(out)
     if not out:
         raise EmptyGeometryError(f"boundary {boundary.source!r} vanished when transformed to {raster_crs}")
