@@ -289,3 +289,47 @@ def test_gdal_options_name_region_and_payer_only_when_known():
 def test_requester_pays_error_is_a_permanent_access_error():
     err = RequesterPaysError("x")
     assert isinstance(err, AccessDeniedError) and isinstance(err, SceneclipError) and err.permanent
+
+
+def test_cli_clip_of_a_requester_pays_bucket_says_to_pay_then_pays_with_the_flag(stack, tmp_path):
+    """``sceneclip clip s3://…``: without --requester-pays the denial comes with the pointer (on the evidence of a
+    HEAD allowed with the payer) and no output; with it every GDAL request to that bucket carries the payer and
+    is signed for the bucket's region."""
+    from click.testing import CliRunner
+
+    from sceneclip.cli.main import main as cli
+
+    proxy, s3 = stack["proxy"], boto3.client("s3", region_name="eu-west-1")
+    paying = _bucket(s3, f"landsat-eu-{stack['sfx']}", "eu-west-1")
+    proxy.paying.add(paying)
+    out = tmp_path / "grand.tif"
+    args = ["clip", f"s3://{paying}/{SCENE_KEY}", real("colorado_counties.geojson"), str(out),
+            "--region-field", "name", "--region", REGION]
+
+    denied = CliRunner().invoke(cli, args)
+    assert denied.exit_code == 1 and not out.exists()
+    assert f"s3://{paying} is requester-pays" in denied.output and "--requester-pays" in denied.output
+
+    proxy.seen.clear()
+    paid = CliRunner().invoke(cli, [*args, "--requester-pays", "--json"])
+    assert paid.exit_code == 0, paid.output
+    assert json.loads(paid.stdout)["status"] == "ok" and out.exists()
+    gdal = [s for s in proxy.to(paying) if s.by_gdal]
+    assert gdal and all(s.payer for s in gdal) and {s.region for s in gdal} == {"eu-west-1"}
+    out.unlink()  # and GDAL's cache does not let an unpaid read through after a paid one
+    assert CliRunner().invoke(cli, args).exit_code == 1 and not out.exists()
+
+
+def test_cli_clip_refuses_sources_in_buckets_of_two_regions(stack, tmp_path):
+    from click.testing import CliRunner
+
+    from sceneclip.cli.main import main as cli
+
+    a = _bucket(boto3.client("s3", region_name="eu-west-1"), f"scenes-eu-{stack['sfx']}", "eu-west-1")
+    b = _bucket(boto3.client("s3", region_name="us-west-2"), f"scenes-us-{stack['sfx']}", "us-west-2")
+    out = tmp_path / "m.tif"
+    result = CliRunner().invoke(cli, ["clip", f"s3://{a}/{SCENE_KEY}", f"s3://{b}/{SCENE_KEY}",
+                                      real("colorado_counties.geojson"), str(out), "--region-field", "name",
+                                      "--region", REGION])
+    assert result.exit_code != 0 and not out.exists()
+    assert f"{a}: eu-west-1" in result.output and f"{b}: us-west-2" in result.output

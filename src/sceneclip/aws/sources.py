@@ -254,3 +254,57 @@ def head_source(access: SourceAccess, key: str, version_id: str | None = None) -
         if confirmed is exc:
             raise
         raise confirmed from exc
+
+
+def s3_buckets(uris: list[str] | tuple[str, ...]) -> list[str]:
+    """The distinct buckets of the ``s3://`` and ``/vsis3/`` URIs among ``uris``, in order."""
+    names = [u.split("://", 1)[1] if u.startswith("s3://") else u[len("/vsis3/"):]
+             for u in uris if u.startswith(("s3://", "/vsis3/"))]
+    return list(dict.fromkeys(n.split("/", 1)[0] for n in names))
+
+
+def workstation_reads(uris: list[str] | tuple[str, ...], *, requester_pays: bool) -> tuple[dict[str, str], Any]:
+    """(GDAL options, rasterio session) for reading these S3 sources from the CLI: their bucket's region and,
+    with ``requester_pays``, the payer (one ``rasterio.Env`` serves the whole clip, so one region for all).
+
+    Raises ConfigError when the sources' buckets live in different regions (GDAL signs for one per Env).
+    """
+    import boto3
+
+    buckets = s3_buckets(uris)
+    if not buckets:
+        return {}, None
+    s3 = boto3.client("s3")
+    regions = {b: bucket_region(s3, b, requester_pays=requester_pays) for b in buckets}
+    known = {r for r in regions.values() if r}
+    if len(known) > 1:
+        raise ConfigError("the sources' buckets are in different regions ("
+                          + ", ".join(f"{b}: {r}" for b, r in regions.items() if r)
+                          + "): clip them separately, or copy them into one region")
+    access = SourceAccess(buckets[0], next(iter(known), None), requester_pays, s3)
+    # GDAL's per-path cache outlives an Env: a read made before (paid or not) must not answer this one.
+    uncached = {"CPL_VSIL_CURL_NON_CACHED": ":".join(f"/vsis3/{b}" for b in buckets)}
+    return {**access.gdal_options(), **uncached}, access.gdal_session()
+
+
+def requester_pays_hint(uris: list[str] | tuple[str, ...], error: str) -> str:
+    """``error`` with a pointer to ``--requester-pays`` when an S3 source's bucket is requester-pays by evidence:
+    S3 denied the clip's reads and allows a HEAD of that object with the payer header."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if "denied" not in error.lower() and "403" not in error:
+        return error
+    s3 = allow_request_payer(boto3.client("s3"))
+    for uri in uris:
+        bucket = next(iter(s3_buckets([uri])), None)
+        if bucket is None:
+            continue
+        key = uri.split("://", 1)[1].split("/", 1)[1] if uri.startswith("s3://") else uri.split("/", 3)[3]
+        try:
+            s3.head_object(Bucket=bucket, Key=key, RequestPayer=REQUESTER)
+        except (ClientError, BotoCoreError):
+            continue
+        return (f"{error} — s3://{bucket} is requester-pays (S3 allows the read with {PAYER_HEADER}): add "
+                "--requester-pays to read it, with its requests and transfer billed to your account")
+    return error

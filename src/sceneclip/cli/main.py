@@ -36,12 +36,16 @@ def main() -> None:
 @clip_options
 @click.option("--json", "as_json", is_flag=True, help="Print the verification record as JSON on stdout.")
 @click.option("--overwrite/--no-overwrite", default=True, show_default=True, help="Replace OUTPUT if it exists.")
+@click.option("--requester-pays", is_flag=True,
+              help="S3 sources: send x-amz-request-payer (Landsat Collection 2 and other requester-pays "
+                   "archives); their requests and transfer are billed to your account.")
 def clip(sources: tuple[str, ...], boundary: str, output: str, layer: str | None, region_field: str | None,
-         region: str | None, as_json: bool, overwrite: bool, **opts: Any) -> None:
+         region: str | None, as_json: bool, overwrite: bool, requester_pays: bool, **opts: Any) -> None:
     """Clip SOURCE to BOUNDARY and write a verified COG to OUTPUT.
 
     SOURCE is any raster rasterio opens: a local path, /vsis3/bucket/key or s3://bucket/key
-    (AWS_ENDPOINT_URL retargets S3). BOUNDARY is any vector file geopandas reads.
+    (AWS_ENDPOINT_URL retargets S3; the bucket's region is looked up once and signed for).
+    BOUNDARY is any vector file geopandas reads.
 
     Several SOURCEs make one mosaic: on the target grid if given (--dst-crs/--res, or the region's grid),
     else on the first source's grid; where they overlap the first valid pixel in the order given wins
@@ -68,13 +72,27 @@ def clip(sources: tuple[str, ...], boundary: str, output: str, layer: str | None
         bnd = load_boundary(boundary, layer=layer, region_field=region_field, region=region)
     except SceneclipError as exc:
         fail(str(exc))
+    session = None
     env = gdal_s3_options() if any(s.startswith(("s3://", "/vsis3/")) for s in sources) else {}
-    with rasterio.Env(**env):
+    if env:
+        from sceneclip.aws.sources import workstation_reads
+
+        try:
+            extra, session = workstation_reads(sources, requester_pays=requester_pays)
+        except SceneclipError as exc:
+            fail(str(exc))
+        env.update(extra)
+    with rasterio.Env(session=session, **env):
         result = run_clip(sources[0] if len(sources) == 1 else list(sources), bnd, options, output=output)
     if as_json:
         click.echo(result.record.to_json(indent=2))
     if not result.record.ok:
-        fail(result.record.error or "clip failed")
+        error = result.record.error or "clip failed"
+        if env and not requester_pays:
+            from sceneclip.aws.sources import requester_pays_hint
+
+            error = requester_pays_hint(sources, error)
+        fail(error)
     if not as_json:
         rec = result.record
         click.echo(
