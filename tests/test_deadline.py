@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import uuid
 from pathlib import Path
 
 import boto3
@@ -26,8 +25,8 @@ from sceneclip.core.geometry import Boundary
 from sceneclip.core.output import remove_stale_workdirs
 from sceneclip.core.plan import ClipOptions
 from sceneclip.errors import ConfigError, DeadlineExceeded
-from sceneclip.tools.local import load_template, provision
 
+from .stack_setup import provision_stack
 from .conftest import real
 from .loopback_proxy import LoopbackProxy
 
@@ -150,30 +149,10 @@ def test_remove_stale_workdirs_only_old_sceneclip_dirs(tmp_path):
 @pytest.fixture
 def proxied_stack(moto_endpoint, monkeypatch):
     """Template resources + a county store; the function's S3 traffic (boto3 and GDAL) goes through a proxy."""
-    from sceneclip.tools.store_build import build_store
-
-    sfx = uuid.uuid4().hex[:8]
-    names = {"InputBucket": f"in-{sfx}", "OutputBucket": f"out-{sfx}", "DeadLetterQueue": f"dlq-{sfx}",
-             "WorkQueue": f"work-{sfx}", "RecordsTable": f"records-{sfx}", "IdempotencyTable": f"idem-{sfx}"}
-    made = provision(load_template(ROOT / "template.yaml"), names)
-    s3 = boto3.client("s3")
-    store = f"s3://{names['InputBucket']}/boundaries/counties"
-    build_store(real("colorado_counties.geojson"), "name", store, s3_client=s3)
     proxy = LoopbackProxy(moto_endpoint).start()
-    env = {
-        "SCENECLIP_OUTPUT_BUCKET": names["OutputBucket"], "SCENECLIP_OUTPUT_PREFIX": "clipped/",
-        "SCENECLIP_BOUNDARIES": store, "SCENECLIP_RECORDS_TABLE": names["RecordsTable"],
-        "SCENECLIP_IDEMPOTENCY_TABLE": names["IdempotencyTable"], "POWERTOOLS_TRACE_DISABLED": "true",
-        "POWERTOOLS_METRICS_NAMESPACE": "sceneclip", "POWERTOOLS_SERVICE_NAME": "sceneclip",
-        "POWERTOOLS_LOG_LEVEL": "WARNING", "AWS_ENDPOINT_URL_S3": proxy.url,
-    }
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.delenv("SCENECLIP_REGION_PATTERN", raising=False)
-    monkeypatch.delenv("SCENECLIP_DEADLINE_MARGIN_S", raising=False)
-    handler._WARM_START_CACHE.clear()
-    ddb = boto3.resource("dynamodb")
-    yield {"names": names, "made": made, "s3": s3, "proxy": proxy, "bucket": names["InputBucket"],
+    made = provision_stack(monkeypatch, env={"POWERTOOLS_LOG_LEVEL": "WARNING", "AWS_ENDPOINT_URL_S3": proxy.url})
+    names, ddb = made["names"], boto3.resource("dynamodb")
+    yield {"names": names, "made": made["made"], "s3": made["s3"], "proxy": proxy, "bucket": names["InputBucket"],
            "records": ddb.Table(names["RecordsTable"]), "idem": ddb.Table(names["IdempotencyTable"])}
     proxy.stop()
     handler._WARM_START_CACHE.clear()

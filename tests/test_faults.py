@@ -20,9 +20,10 @@ import pytest
 from sceneclip.aws import handler, s3 as s3io
 from sceneclip.aws.backfill import decide
 from sceneclip.core import gdalenv
-from sceneclip.tools.local import LocalContext, load_template, provision
+from sceneclip.tools.local import LocalContext
 
 from . import faultproxy
+from .stack_setup import provision_stack
 from .conftest import real
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,29 +44,10 @@ def proxy(moto_endpoint, monkeypatch):
 @pytest.fixture
 def stack(proxy, monkeypatch):
     """Template resources (through the proxy), a county store, one scene, the function's environment."""
-    from sceneclip.tools.store_build import build_store
-
-    sfx = uuid.uuid4().hex[:8]
-    names = {
-        "InputBucket": f"in-{sfx}", "OutputBucket": f"out-{sfx}", "DeadLetterQueue": f"dlq-{sfx}",
-        "WorkQueue": f"work-{sfx}", "RecordsTable": f"records-{sfx}", "IdempotencyTable": f"idem-{sfx}",
-    }
-    provision(load_template(ROOT / "template.yaml"), names)
-    s3 = boto3.client("s3")
-    store = f"s3://{names['InputBucket']}/boundaries/counties"
-    build_store(real("colorado_counties.geojson"), "name", store, s3_client=s3)
+    # Small in-call retry budgets: a persistent fault fails in seconds, a short burst still passes.
+    made = provision_stack(monkeypatch, env={"AWS_RETRY_MODE": "standard", "AWS_MAX_ATTEMPTS": "3"})
+    names, s3 = made["names"], made["s3"]
     s3.upload_file(real("landsat_rmnp_rgb_wgs84.tif"), names["InputBucket"], SCENE_KEY)
-    env = {
-        "SCENECLIP_OUTPUT_BUCKET": names["OutputBucket"], "SCENECLIP_OUTPUT_PREFIX": "clipped/",
-        "SCENECLIP_BOUNDARIES": store, "SCENECLIP_RECORDS_TABLE": names["RecordsTable"],
-        "SCENECLIP_IDEMPOTENCY_TABLE": names["IdempotencyTable"], "POWERTOOLS_TRACE_DISABLED": "true",
-        "POWERTOOLS_METRICS_NAMESPACE": "sceneclip", "POWERTOOLS_SERVICE_NAME": "sceneclip",
-        # Small in-call retry budgets: a persistent fault fails in seconds, a short burst still passes.
-        "AWS_RETRY_MODE": "standard", "AWS_MAX_ATTEMPTS": "3",
-    }
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.delenv("SCENECLIP_REGION_PATTERN", raising=False)
     monkeypatch.setitem(gdalenv.CLOUD_READ_OPTIONS, "GDAL_HTTP_MAX_RETRY", 2)
     monkeypatch.setitem(gdalenv.CLOUD_READ_OPTIONS, "GDAL_HTTP_RETRY_DELAY", 0.05)
     monkeypatch.setitem(gdalenv.CLOUD_READ_OPTIONS, "GDAL_HTTP_TIMEOUT", 5)

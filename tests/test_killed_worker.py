@@ -26,8 +26,8 @@ import pytest
 
 from sceneclip.aws.backfill import decide
 from sceneclip.aws.config import Settings
-from sceneclip.tools.local import load_template, provision
 
+from .stack_setup import provision_stack
 from .conftest import real
 from .loopback_proxy import LoopbackProxy
 
@@ -37,32 +37,18 @@ TIMEOUT_S = 12  # the worker's function timeout (its per-batch deadline)
 
 @pytest.fixture
 def killed_stack(moto_endpoint, monkeypatch, tmp_path):
-    from sceneclip.tools.store_build import build_store
-
-    sfx = uuid.uuid4().hex[:8]
-    names = {"InputBucket": f"in-{sfx}", "OutputBucket": f"out-{sfx}", "DeadLetterQueue": f"dlq-{sfx}",
-             "WorkQueue": f"work-{sfx}", "RecordsTable": f"records-{sfx}", "IdempotencyTable": f"idem-{sfx}"}
-    made = provision(load_template(ROOT / "template.yaml"), names)
-    sqs = boto3.client("sqs")
-    sqs.set_queue_attributes(QueueUrl=made["WorkQueue"], Attributes={"VisibilityTimeout": "2"})
-    s3 = boto3.client("s3")
-    store = f"s3://{names['InputBucket']}/boundaries/counties"
-    build_store(real("colorado_counties.geojson"), "name", store, s3_client=s3)
     proxy = LoopbackProxy(moto_endpoint).start()
     spill = tmp_path / "spill"
     spill.mkdir()
-    env = {
-        "SCENECLIP_OUTPUT_BUCKET": names["OutputBucket"], "SCENECLIP_OUTPUT_PREFIX": "clipped/",
-        "SCENECLIP_BOUNDARIES": store, "SCENECLIP_RECORDS_TABLE": names["RecordsTable"],
-        "SCENECLIP_IDEMPOTENCY_TABLE": names["IdempotencyTable"], "SCENECLIP_REGION_PATTERN": r"^scenes/(?P<region>[^/]+)/",
+    stack = provision_stack(monkeypatch, env={
+        "SCENECLIP_REGION_PATTERN": r"^scenes/(?P<region>[^/]+)/",
         "SCENECLIP_MEMORY_LIMIT_MB": "0",  # every clip spills to SCENECLIP_TMPDIR
-        "SCENECLIP_TMPDIR": str(spill), "SCENECLIP_DEADLINE_MARGIN_S": "3",
-        "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_LOG_LEVEL": "WARNING",
-        "POWERTOOLS_SERVICE_NAME": "sceneclip", "POWERTOOLS_METRICS_NAMESPACE": "sceneclip",
+        "SCENECLIP_TMPDIR": str(spill), "SCENECLIP_DEADLINE_MARGIN_S": "3", "POWERTOOLS_LOG_LEVEL": "WARNING",
         "AWS_ENDPOINT_URL_S3": proxy.url,
-    }
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
+    })
+    names, made, s3 = stack["names"], stack["made"], stack["s3"]
+    sqs = boto3.client("sqs")
+    sqs.set_queue_attributes(QueueUrl=made["WorkQueue"], Attributes={"VisibilityTimeout": "2"})
     ddb = boto3.resource("dynamodb")
     yield {"names": names, "queue": made["WorkQueue"], "sqs": sqs, "s3": s3, "proxy": proxy, "spill": spill,
            "records": ddb.Table(names["RecordsTable"]), "idem": ddb.Table(names["IdempotencyTable"])}

@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-import uuid
 from pathlib import Path
 
 import boto3
@@ -17,8 +16,9 @@ import pytest
 import rasterio
 
 from sceneclip.aws import handler
-from sceneclip.tools.local import LocalContext, load_template, provision, retarget_event
+from sceneclip.tools.local import LocalContext, retarget_event
 
+from .stack_setup import provision_stack
 from .conftest import real
 from .test_stac import validate_item_dict
 
@@ -31,29 +31,8 @@ COUNTIES = ["Boulder", "Grand", "Jackson", "Larimer"]
 @pytest.fixture
 def stack(moto_endpoint, monkeypatch, tmp_path):
     """Buckets, queues, tables from the template + a compiled boundary store + the function's environment."""
-    from sceneclip.tools.store_build import build_store
-
-    sfx = uuid.uuid4().hex[:8]
-    names = {
-        "InputBucket": f"in-{sfx}", "OutputBucket": f"out-{sfx}", "DeadLetterQueue": f"dlq-{sfx}",
-        "WorkQueue": f"work-{sfx}", "RecordsTable": f"records-{sfx}", "IdempotencyTable": f"idem-{sfx}",
-    }
-    made = provision(load_template(ROOT / "template.yaml"), names)
-    s3 = boto3.client("s3")
-    store = f"s3://{names['InputBucket']}/boundaries/counties"
-    build_store(real("colorado_counties.geojson"), "name", store, s3_client=s3)
-    env = {
-        "SCENECLIP_OUTPUT_BUCKET": names["OutputBucket"], "SCENECLIP_OUTPUT_PREFIX": "clipped/",
-        "SCENECLIP_BOUNDARIES": store, "SCENECLIP_RECORDS_TABLE": names["RecordsTable"],
-        "SCENECLIP_IDEMPOTENCY_TABLE": names["IdempotencyTable"], "POWERTOOLS_TRACE_DISABLED": "true",
-        "POWERTOOLS_METRICS_NAMESPACE": "sceneclip", "POWERTOOLS_SERVICE_NAME": "sceneclip",
-    }
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.delenv("SCENECLIP_REGION_PATTERN", raising=False)
-    monkeypatch.delenv("SCENECLIP_INPUT_BUCKETS", raising=False)  # tests that restrict buckets set it
-    handler._WARM_START_CACHE.clear()
-    yield {"names": names, "made": made, "s3": s3, "store": store, "ddb": boto3.resource("dynamodb")}
+    made = provision_stack(monkeypatch)
+    yield {**made, "ddb": boto3.resource("dynamodb")}
     handler._WARM_START_CACHE.clear()
 
 

@@ -9,7 +9,6 @@ sent: the payer on exactly the paying bucket's requests, and the region each req
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 
 import boto3
@@ -19,9 +18,10 @@ from sceneclip.aws import handler, sources
 from sceneclip.aws.backfill import run_backfill
 from sceneclip.aws.sources import RequesterPays, SourceAccess, bucket_region, confirm_requester_pays
 from sceneclip.errors import AccessDeniedError, ConfigError, RequesterPaysError, SceneclipError
-from sceneclip.tools.local import LocalContext, load_template, provision
+from sceneclip.tools.local import LocalContext
 
 from . import payerproxy
+from .stack_setup import provision_stack
 from .conftest import real
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,29 +52,8 @@ def _bucket(s3, name: str, region: str | None = None, *, versioned: bool = False
 @pytest.fixture
 def stack(proxy, monkeypatch):
     """The template's own resources (store in the input bucket), through the proxy; sources are added per test."""
-    from sceneclip.tools.store_build import build_store
-
-    sfx = uuid.uuid4().hex[:8]
-    names = {
-        "InputBucket": f"in-{sfx}", "OutputBucket": f"out-{sfx}", "DeadLetterQueue": f"dlq-{sfx}",
-        "WorkQueue": f"work-{sfx}", "RecordsTable": f"records-{sfx}", "IdempotencyTable": f"idem-{sfx}",
-    }
-    provision(load_template(ROOT / "template.yaml"), names)
-    s3 = boto3.client("s3")
-    store = f"s3://{names['InputBucket']}/boundaries/counties"
-    build_store(real("colorado_counties.geojson"), "name", store, s3_client=s3)
-    env = {
-        "SCENECLIP_OUTPUT_BUCKET": names["OutputBucket"], "SCENECLIP_OUTPUT_PREFIX": "clipped/",
-        "SCENECLIP_BOUNDARIES": store, "SCENECLIP_RECORDS_TABLE": names["RecordsTable"],
-        "SCENECLIP_IDEMPOTENCY_TABLE": names["IdempotencyTable"], "POWERTOOLS_TRACE_DISABLED": "true",
-        "POWERTOOLS_METRICS_NAMESPACE": "sceneclip", "POWERTOOLS_SERVICE_NAME": "sceneclip",
-    }
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    for k in ("SCENECLIP_REGION_PATTERN", "SCENECLIP_INPUT_BUCKETS", "SCENECLIP_REQUESTER_PAYS"):
-        monkeypatch.delenv(k, raising=False)
-    handler._WARM_START_CACHE.clear()
-    yield {"names": names, "s3": s3, "sfx": sfx, "proxy": proxy}
+    made = provision_stack(monkeypatch)
+    yield {"names": made["names"], "s3": made["s3"], "sfx": made["sfx"], "proxy": proxy}
     handler._WARM_START_CACHE.clear()
 
 

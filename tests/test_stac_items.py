@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import uuid
 from pathlib import Path
 
 import boto3
@@ -22,8 +21,9 @@ from sceneclip.aws import handler
 from sceneclip.aws.events import parse_event, parse_sqs_body
 from sceneclip.aws.stac_events import ItemRef
 from sceneclip.aws.stac_pipeline import item_output_key
-from sceneclip.tools.local import LocalContext, load_template, provision
+from sceneclip.tools.local import LocalContext
 
+from .stack_setup import provision_stack
 from .conftest import real
 from .loopback_proxy import LoopbackProxy
 from .stac_schema import assert_valid_item
@@ -46,15 +46,8 @@ def load(name: str) -> dict:
 @pytest.fixture
 def stack(moto_endpoint, monkeypatch):
     """Template resources, a Natural Earth countries store, a request log in front of moto, the function's env."""
-    from sceneclip.tools.store_build import build_store
-
-    sfx = uuid.uuid4().hex[:8]
-    names = {"InputBucket": f"in-{sfx}", "OutputBucket": f"out-{sfx}", "DeadLetterQueue": f"dlq-{sfx}",
-             "WorkQueue": f"work-{sfx}", "RecordsTable": f"records-{sfx}", "IdempotencyTable": f"idem-{sfx}"}
-    provision(load_template(ROOT / "template.yaml"), names)
-    s3 = boto3.client("s3")
-    store = f"s3://{names['InputBucket']}/boundaries/countries"
-    build_store(real("naturalearth_lowres.shp"), "name", store, s3_client=s3)
+    made = provision_stack(monkeypatch, vector="naturalearth_lowres.shp", store_name="countries")
+    names, s3 = made["names"], made["s3"]
     seen: list[tuple[str, str]] = []
     faults: dict[str, object] = {}  # "rule": (method, path) -> a LoopbackProxy action, set by a test
 
@@ -63,16 +56,8 @@ def stack(moto_endpoint, monkeypatch):
         return faults["rule"](method, path) if "rule" in faults else None
 
     proxy = LoopbackProxy(moto_endpoint, rule=rule).start()
-    env = {"SCENECLIP_OUTPUT_BUCKET": names["OutputBucket"], "SCENECLIP_OUTPUT_PREFIX": "clipped/",
-           "SCENECLIP_BOUNDARIES": store, "SCENECLIP_RECORDS_TABLE": names["RecordsTable"],
-           "SCENECLIP_IDEMPOTENCY_TABLE": names["IdempotencyTable"], "SCENECLIP_INPUT_BUCKETS": names["InputBucket"],
-           "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_NAMESPACE": "sceneclip",
-           "POWERTOOLS_SERVICE_NAME": "sceneclip", "AWS_ENDPOINT_URL_S3": proxy.url}
-    for k, v in env.items():
+    for k, v in {"SCENECLIP_INPUT_BUCKETS": names["InputBucket"], "AWS_ENDPOINT_URL_S3": proxy.url}.items():
         monkeypatch.setenv(k, v)
-    for name in ("SCENECLIP_REGION_PATTERN", "SCENECLIP_STAC_FILTER", "SCENECLIP_STAC_ASSETS", "SCENECLIP_MAX_ITEM_BYTES"):
-        monkeypatch.delenv(name, raising=False)
-    handler._WARM_START_CACHE.clear()
     ddb = boto3.resource("dynamodb")
     yield {"names": names, "s3": s3, "bucket": names["InputBucket"], "out": names["OutputBucket"], "seen": seen,
            "faults": faults, "records": ddb.Table(names["RecordsTable"])}
