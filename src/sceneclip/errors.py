@@ -52,6 +52,11 @@ class InvalidItemError(PermanentError):
     """A STAC Item that cannot be clipped as given: no assets, an asset without href, a selected asset missing."""
 
 
+class InvalidMosaicError(PermanentError):
+    """A mosaic job message that cannot be accepted as sent (a missing or malformed field, too many sources):
+    the same bytes never parse on a retry. Recorded as a failure; nothing is read."""
+
+
 class RasterReadError(PermanentError):
     """The source cannot be opened or decoded as a raster (not found, not a raster, corrupt)."""
 

@@ -9,9 +9,11 @@ The function is reached in several ways, and each wraps "this object was created
 * an **EventBridge** ``Object Created`` event (``{"source": "aws.s3", "detail-type": ..., "detail": {...}}``);
 * a **direct payload** ``{"bucket": ..., "key": ...}`` written by a person, the CLI or the backfill feeder;
 * a **STAC Item** (an archive's SNS message body, or a direct invoke), ``{"stac_item": URL}``, or a USGS
-  ``public-c2-notify`` message: an :class:`~sceneclip.aws.stac_events.ItemRef` (:mod:`sceneclip.aws.stac_events`).
+  ``public-c2-notify`` message: an :class:`~sceneclip.aws.stac_events.ItemRef` (:mod:`sceneclip.aws.stac_events`);
+* a **mosaic job** ``{"sources": [...], "region", "group"}``: a :class:`~sceneclip.aws.mosaic_events.MosaicRef`,
+  or a :class:`~sceneclip.aws.mosaic_events.RefusedRef` when malformed (:mod:`sceneclip.aws.mosaic_events`).
 
-Everything after this module sees only ``SceneRef`` or ``ItemRef``; nothing downstream knows which trigger fired.
+Everything after this module sees only these refs; nothing downstream knows which trigger fired.
 
 Key encoding, decoded exactly where AWS encodes and nowhere else:
 
@@ -34,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 from urllib.parse import unquote_plus
 
+from sceneclip.aws.mosaic_events import MosaicRef, RefusedRef, mosaic_ref
 from sceneclip.aws.stac_events import ItemRef, item_ref
 from sceneclip.errors import InvalidItemError, PermanentError
 
@@ -138,7 +141,9 @@ class SceneRef:
         return message
 
 
-Ref = SceneRef | ItemRef  # what parsing yields: one object, or one STAC Item of many assets
+# What parsing yields: one object, one STAC Item of many assets, one mosaic of several objects, or a mosaic
+# message refused at the door (recorded as a failure, nothing read).
+Ref = SceneRef | ItemRef | MosaicRef | RefusedRef
 
 
 # --- public entry points ------------------------------------------------------------------------------------
@@ -224,6 +229,9 @@ def _parse(payload: Any, *, via_sns: bool, limit: int) -> list[Ref]:
         return _parse_sns_envelope(payload, limit=limit)
     if payload.get("source") == "aws.s3" and "detail" in payload:
         return _parse_eventbridge(payload)
+    mosaic = mosaic_ref(payload)
+    if mosaic is not None:
+        return [mosaic]
     try:
         stac = item_ref(payload, via_sns=via_sns)
     except InvalidItemError as exc:  # one message's bad field: the handler drops it like any unparseable event

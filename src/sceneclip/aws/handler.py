@@ -135,7 +135,9 @@ def _idempotency(settings: Any, ddb: Any) -> tuple[Any, Any]:
 
     persistence = DynamoDBPersistenceLayer(table_name=settings.idempotency_table, boto3_client=ddb)
     config = IdempotencyConfig(
-        event_key_jmespath="[bucket, key, version_id, etag, region, config_hash, boundary_version, item_edition]",
+        # A mosaic's group and every source's bucket/key/version/ETag are in the key too.
+        event_key_jmespath="[bucket, key, version_id, etag, region, config_hash, boundary_version, item_edition, "
+                           "group, sources]",
         raise_on_no_idempotency_key=True,
         expires_after_seconds=settings.idempotency_ttl_s,
     )

@@ -13,6 +13,7 @@ from typing import Any
 
 from sceneclip.aws.config import Settings
 from sceneclip.aws.events import SceneRef
+from sceneclip.aws.mosaic_events import mosaic_scene
 from sceneclip.aws.records_table import SourceOrder
 from sceneclip.aws.s3 import SceneObject
 from sceneclip.core.deadline import Deadline, per_call_timeout_s
@@ -23,8 +24,32 @@ from sceneclip.errors import AmbiguousKeyError, DeadlineExceeded, OutputBusyErro
 
 
 @dataclass(frozen=True)
+class SourcePin:
+    """One source object version of a mosaic job, as its HEAD saw it (plain JSON: part of the idempotency key)."""
+
+    bucket: str
+    key: str
+    version_id: str | None
+    etag: str
+    size: int
+    last_modified: str | None = None
+
+    @classmethod
+    def of(cls, obj: SceneObject) -> SourcePin:
+        return cls(obj.bucket, obj.key, obj.version_id, obj.etag, obj.size, obj.last_modified)
+
+    @property
+    def object(self) -> SceneObject:
+        return SceneObject(self.bucket, self.key, self.version_id, self.etag, self.size, self.last_modified)
+
+
+@dataclass(frozen=True)
 class ClipJob:
-    """One (scene version, region) clip: also the idempotency payload, so every field is plain JSON."""
+    """One (scene version, region) clip: also the idempotency payload, so every field is plain JSON.
+
+    A mosaic job names its group and every source version in ``sources`` (priority order; the first is also
+    in ``bucket``/``key``/``version_id``/``etag``), so the idempotency key covers each source's ETag/version.
+    """
 
     bucket: str
     key: str
@@ -39,10 +64,13 @@ class ClipJob:
     sequencer: str | None = None  # the S3 event's sequencer, when it had one
     # A STAC Item's asset: "<item id>@<updated>" (idempotency key: a republished Item is clipped again); "" otherwise.
     item_edition: str = ""
+    group: str = ""  # a mosaic's group (its output is {prefix}{region}/{group}.tif); "" otherwise
+    sources: tuple[SourcePin, ...] = ()  # a mosaic's sources, in priority order; () otherwise
 
     @property
     def scene(self) -> str:
-        return f"s3://{self.bucket}/{self.key}"
+        """The record's identity: ``s3://bucket/key``, or ``mosaic://group`` for a mosaic."""
+        return mosaic_scene(self.group) if self.sources else f"s3://{self.bucket}/{self.key}"
 
     @property
     def order(self) -> SourceOrder:

@@ -32,6 +32,8 @@ from sceneclip.errors import (
     classify,
 )
 from sceneclip.aws.events import Ref, SceneRef
+from sceneclip.aws.mosaic_events import MosaicRef, RefusedRef
+from sceneclip.aws.mosaic_pipeline import MosaicPipeline
 from sceneclip.aws.stac_events import ItemRef
 from sceneclip.aws.stac_pipeline import ItemPipeline
 from sceneclip.aws.jobs import (
@@ -102,6 +104,7 @@ class ScenePipeline:
         self._source: SourceAccess | None = None  # the scene's bucket: region, payer, client
         self.completion = completion
         self.items = ItemPipeline(self)  # STAC Items: many objects per scene, through this pipeline's clip
+        self.mosaics = MosaicPipeline(self)  # mosaic jobs: several objects, one clip, through the same clip
 
     @property
     def scene_s3(self) -> Any:
@@ -116,9 +119,9 @@ class ScenePipeline:
     def write(self, record: VerificationRecord) -> None:
         """Write the record, then announce it (completion hook: a failed publish is logged, never raised)."""
         self.records.put(record)
-        self._announce(record)
+        self.announce(record)
 
-    def _announce(self, record: VerificationRecord) -> None:
+    def announce(self, record: VerificationRecord) -> None:
         """Completion event for a record just written (none configured: nothing)."""
         if self.completion is not None:
             self.completion.publish(record)
@@ -138,6 +141,10 @@ class ScenePipeline:
         try:
             if isinstance(ref, ItemRef):
                 return self.items.process(ref, attempt)
+            if isinstance(ref, MosaicRef):
+                return self.mosaics.process(ref, attempt)
+            if isinstance(ref, RefusedRef):  # a malformed mosaic message: its failure, recorded; nothing read
+                return [self.mosaics.refused(ref.uri, ref.error, attempt)]
             return self._process(ref, attempt)
         finally:
             self._scene_store, self._deadline, self._scene_s3, self._regions_after = None, None, self.s3, ()
@@ -293,15 +300,15 @@ class ScenePipeline:
         except Exception as exc:
             if in_progress(exc):  # the same output is being made right now: nothing to record, retry after it
                 raise
-            obj = SceneObject(job.bucket, job.key, job.version_id, job.etag, job.size)
-            access = lambda: self.access(obj.bucket)  # noqa: E731 (only if a second look is needed)
-            err = past_deadline(classify(exc, what=f"clipping {job.scene} to region {job.region}"), self._deadline)
-            err = confirm_content_error(superseded_by_overwrite(err, obj, access), obj, access)
+            err = self._second_look(past_deadline(classify(exc, what=f"clipping {job.scene} to region {job.region}"),
+                                                  self._deadline), job)
             if isinstance(err, DeadlineExceeded):
                 err = not_reached(err, self._regions_after)
             rec = replace(failed_record(job.scene, self._boundary_or_none(job.region), err, started=started),
                           peak_memory_mb=peak_rss_mb(), attempt=attempt, source_etag=job.etag,
                           source_version=job.version_id, config_hash=job.config_hash)
+            if job.sources:
+                rec = self.mosaics.failed(rec, job)
             if not rec.boundary.region:  # the region is still named when its geometry could not be loaded
                 rec = replace(rec, boundary=BoundaryRef(file=self.settings.boundaries, region=job.region, content_hash=""))
             if not self.records.put(rec, order=job.order):
@@ -310,12 +317,20 @@ class ScenePipeline:
                     raise OutputBusyError(f"another clip is writing {job.scene} region {job.region!r}; "
                                           f"retrying to record: {rec.error_type}: {rec.error}") from exc
                 return self._reported(superseded_record(rec, job.order, current))
-            self._announce(rec)
+            self.announce(rec)
             log.warning("clip failed", extra={"scene": job.scene, "region": job.region, "error_type": rec.error_type,
                                               "error": rec.error, "transient": rec.transient, "attempt": attempt})
             if not err.permanent:
                 raise err from exc
             return rec
+
+    def _second_look(self, err: SceneclipError, job: ClipJob) -> SceneclipError:
+        """The evidence looks before a read failure is recorded (overwritten meanwhile? really not a TIFF?)."""
+        if job.sources:
+            return self.mosaics.second_look(err, job)
+        obj = SceneObject(job.bucket, job.key, job.version_id, job.etag, job.size)
+        access = lambda: self.access(obj.bucket)  # noqa: E731 (only if a second look is needed)
+        return confirm_content_error(superseded_by_overwrite(err, obj, access), obj, access)
 
     def _boundary_or_none(self, region: str) -> Any:
         try:
@@ -325,6 +340,8 @@ class ScenePipeline:
 
     def clip_region(self, job: ClipJob) -> VerificationRecord:
         """Clip, upload and record one region: the ``ok`` record, or an exception (never a failed record)."""
+        if job.sources:  # a mosaic: the same idempotent boundary, its own reads and output name
+            return self.mosaics.clip(job)
         started = time.perf_counter()
         store = self.store()
         boundary = store.boundary(job.region)
@@ -365,7 +382,7 @@ class ScenePipeline:
         finally:
             result.output.close()
         if record.status == "ok":  # written by the publisher: announce it
-            self._announce(record)
+            self.announce(record)
         log.info("clip ok", extra={"scene": job.scene, "region": job.region, "output": record.output,
                                    "bytes_fetched": record.bytes_fetched, "valid_fraction": record.valid_fraction})
         return record

@@ -100,12 +100,14 @@ class Publisher:
 
     def _stac_item(self, record: VerificationRecord, cog: Any, dest: Destination) -> Any:
         """The STAC Item beside the COG: the asset href is relative (``./name.tif``, a slug: nothing to
-        encode), the source link percent-encoded where the key needs it (a valid IRI reference)."""
+        encode), the source link percent-encoded where the key needs it (a valid IRI reference); a mosaic
+        links each of its sources (``derived_from``, priority order)."""
         if not self.write_stac:
             return None
         from sceneclip.core.rioenv import reuse_environ_sessions
         from sceneclip.core.stac import make_item
 
         reuse_environ_sessions()  # the footprint's rasterio.features calls: no boto3 Session each (see rioenv)
+        sources = [href_for(f"s3://{s['bucket']}/{s['key']}") for s in record.sources or ()]
         return make_item(record, cog_href="./" + href_for(posixpath.basename(dest.key)),
-                         source_href=href_for(record.source), cog_path=cog.name)
+                         source_href=sources or href_for(record.source), cog_path=cog.name)

@@ -105,7 +105,7 @@ class RecordStore:
         writer holds the row, with ``writer`` only while that writer still holds it (see :meth:`claim`).
         False when refused."""
         item = _to_dynamo(record.to_dict(drop_none=True))
-        # The table's keys: the scene URI and the region id (records stay schema v2: no duplicate fields).
+        # The table's keys: the scene URI and the region id (no duplicate fields since schema v2).
         item["scene"] = record.source
         item["region"] = record.boundary.region or NO_REGION
         cond: dict[str, Any] = {}

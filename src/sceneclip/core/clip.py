@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -96,7 +96,8 @@ def execute_any(src: Any, plan: ClipPlan | WarpPlan, dst_path: str, options: Cli
 
 def clip_to_cog(
     source: str | Sequence[str], boundary: Boundary, options: ClipOptions | None = None, *, name: str | None = None,
-    deadline: Deadline | None = None, cog_on_disk: bool = False,
+    deadline: Deadline | None = None, cog_on_disk: bool = False, names: Sequence[str] | None = None,
+    open_env: Callable[[int], AbstractContextManager[Any]] | None = None,
 ) -> ClipResult:
     """Clip ``source`` (path, /vsis3/ or s3:// URI; or several: a mosaic) to ``boundary``; write and verify a COG.
 
@@ -106,7 +107,10 @@ def clip_to_cog(
     ``name`` is how the source appears in records and messages (e.g. s3://bucket/key instead of a
     presigned URL); it defaults to ``source``. With a ``deadline`` the clip is abandoned between steps and
     between chunks with a transient DeadlineExceeded once its budget is spent (nothing partial is kept).
-    Several sources are merged by :mod:`~sceneclip.core.mosaic` (the first valid pixel wins).
+    Several sources are merged by :mod:`~sceneclip.core.mosaic` (the first valid pixel wins); ``names`` are
+    theirs (default: the sources, redacted), and ``open_env(i)``, when given, is a context (e.g. a
+    ``rasterio.Env``) source ``i`` is opened in: GDAL keeps an open file's HTTP headers, region and payer, so
+    each source can be pinned to its own ETag and read as its own bucket requires.
     ``cog_on_disk`` writes the COG to ``tmpdir`` whatever its size: for a caller that saves it to a local
     file anyway (the spilled file is renamed into place), holding it in memory first only costs RAM.
     """
@@ -114,8 +118,10 @@ def clip_to_cog(
     options = options or ClipOptions()
     if not isinstance(source, str):
         if len(source) == 1:
-            return clip_to_cog(source[0], boundary, options, name=name, deadline=deadline, cog_on_disk=cog_on_disk)
-        return _clip_mosaic(list(source), boundary, options, deadline, cog_on_disk)
+            with open_env(0) if open_env is not None else nullcontext():
+                return clip_to_cog(source[0], boundary, options, name=names[0] if names else name, deadline=deadline,
+                                   cog_on_disk=cog_on_disk)
+        return _clip_mosaic(list(source), boundary, options, deadline, cog_on_disk, names=names, open_env=open_env)
     name = name or redact(source)
     started = time.perf_counter()
     with rasterio.Env(**_read_env(options)), open_source(source, name, drivers=options.allowed_drivers,
@@ -126,16 +132,19 @@ def clip_to_cog(
 
 
 def _clip_mosaic(sources: list[str], boundary: Boundary, options: ClipOptions, deadline: Deadline | None,
-                 cog_on_disk: bool = False) -> ClipResult:
+                 cog_on_disk: bool = False, *, names: Sequence[str] | None = None,
+                 open_env: Callable[[int], AbstractContextManager[Any]] | None = None) -> ClipResult:
     """Several sources onto one grid (:mod:`~sceneclip.core.mosaic`), then the same COG writing and checks."""
     if options.invert or not options.crop or options.pad:
         raise InvalidOptionsError(GRID_CONFLICT)
     started = time.perf_counter()
-    names = [redact(s) for s in sources]
+    names = list(names) if names is not None else [redact(s) for s in sources]
     with rasterio.Env(**_read_env(options)), ExitStack() as stack:
         opened = []
-        for source, label in zip(sources, names, strict=True):
-            src = stack.enter_context(open_source(source, label, drivers=options.allowed_drivers, limits=options.limits))
+        for i, (source, label) in enumerate(zip(sources, names, strict=True)):
+            with open_env(i) if open_env is not None else nullcontext():
+                src = stack.enter_context(open_source(source, label, drivers=options.allowed_drivers,
+                                                      limits=options.limits))
             refuse_unsupported(src, label)
             opened.append((src, RasterInfo.from_dataset(src, name=label)))
         plan, parts = plan_mosaic(opened, boundary, options, boundary.grid)

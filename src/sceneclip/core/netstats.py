@@ -72,19 +72,45 @@ def clear_curl_cache() -> None:
         lib.VSICurlClearCache()
 
 
-def snapshot() -> NetworkStats:
-    """Totals since the last :func:`reset`, all handlers and methods."""
+def _stats_json() -> dict[str, Any] | None:
+    """GDAL's statistics document since the last :func:`reset`; None when they are not available."""
     lib = _libgdal()
     if lib is None or os.environ.get("CPL_VSIL_NETWORK_STATS_ENABLED", "").upper() not in ("YES", "TRUE", "ON", "1"):
-        return NetworkStats(None, None)
+        return None
     ptr = lib.VSINetworkStatsGetAsSerializedJSON(None)
     try:
-        data = json.loads(ctypes.string_at(ptr).decode()) if ptr else {}
+        return json.loads(ctypes.string_at(ptr).decode()) if ptr else {}
     finally:
         if ptr:
             lib.VSIFree(ptr)
-    methods = data.get("methods", {})
-    return NetworkStats(
-        bytes_fetched=sum(int(m.get("downloaded_bytes", 0)) for m in methods.values()),
-        requests=sum(int(m.get("count", 0)) for m in methods.values()),
-    )
+
+
+def _totals(methods: dict[str, Any]) -> tuple[int, int]:
+    return (sum(int(m.get("downloaded_bytes", 0)) for m in methods.values()),
+            sum(int(m.get("count", 0)) for m in methods.values()))
+
+
+def snapshot() -> NetworkStats:
+    """Totals since the last :func:`reset`, all handlers and methods."""
+    data = _stats_json()
+    if data is None:
+        return NetworkStats(None, None)
+    return NetworkStats(*_totals(data.get("methods", {})))
+
+
+def by_file(paths: list[str]) -> dict[str, NetworkStats]:
+    """Bytes and requests since the last :func:`reset` for each of ``paths`` (the paths GDAL opened, e.g. the
+    sources of a mosaic). GDAL files a request under the file's entry, except the size probe of a /vsicurl/ URL
+    (its ``Stat`` action), which is listed under the action: both are counted."""
+    data = _stats_json()
+    if data is None:
+        return {p: NetworkStats(None, None) for p in paths}
+    sums = {p: [0, 0] for p in paths}
+    for handler in data.get("handlers", {}).values():
+        entries = [handler.get("files", {})] + [a.get("files", {}) for a in handler.get("actions", {}).values()]
+        for files in entries:
+            for path in sums.keys() & files.keys():
+                got = _totals(files[path].get("methods", {}))
+                sums[path][0] += got[0]
+                sums[path][1] += got[1]
+    return {p: NetworkStats(b, r) for p, (b, r) in sums.items()}

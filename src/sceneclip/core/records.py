@@ -6,7 +6,8 @@ and are simply absent from records made off AWS.
 
 Schema version 2 (``schema_version``) dropped the duplicate pairs of version 1: ``scene`` (= ``source``),
 ``output_uri`` (= ``output``), ``output_size`` (= ``size_bytes``) and ``region`` (= ``boundary.region``).
-:meth:`VerificationRecord.from_dict` still reads version-1 documents.
+Version 3 added ``sources``: one entry per source of a mosaic (bucket, key, ETag, version, bytes fetched).
+:meth:`VerificationRecord.from_dict` reads documents of every version (before 3: no ``sources``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from sceneclip.core.geometry import Boundary
 
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,11 @@ class VerificationRecord:
     peak_memory_mb : peak RSS of the process so far.
     config_hash : fingerprint of the options that change the output (``ClipOptions.fingerprint``).
     boundary_version : version of the boundary store the region came from.
+    sources : list of dict or None
+        A mosaic's sources in priority order (pipeline): ``bucket``, ``key``, ``etag``, ``version_id`` (when
+        versioned), ``bytes_fetched`` and ``requests`` (GDAL's statistics for that source's reads), ``used``
+        (False when its footprint missed the region and only its header was read). None for one-source clips,
+        whose ``source_etag``/``source_version``/``bytes_fetched`` say the same.
     """
 
     source: str
@@ -124,6 +130,7 @@ class VerificationRecord:
     peak_memory_mb: float | None = None
     config_hash: str | None = None
     boundary_version: str | None = None
+    sources: list[dict[str, Any]] | None = None
 
     @property
     def ok(self) -> bool:
@@ -155,7 +162,7 @@ class VerificationRecord:
         if data.get("schema_version", 1) < 2:  # version 1 kept duplicate pairs; their first halves win
             data.setdefault("output", data.get("output_uri"))
             data.setdefault("size_bytes", data.get("output_size"))
-            data["schema_version"] = SCHEMA_VERSION
+            data["schema_version"] = SCHEMA_VERSION  # (2 → 3 only added the optional ``sources``)
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         if isinstance(values.get("boundary"), dict):

@@ -21,6 +21,7 @@ import math
 import re
 from datetime import datetime, timezone
 from pathlib import PurePosixPath
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -66,7 +67,7 @@ def make_item(
     record: VerificationRecord,
     *,
     cog_href: str,
-    source_href: str,
+    source_href: str | Sequence[str],
     cog_path: str | None = None,
     item_id: str | None = None,
 ) -> pystac.Item:
@@ -78,8 +79,8 @@ def make_item(
         The verification record of the clip (status ``ok``).
     cog_href : str
         The COG's href in the Item (relative ``./name.tif`` beside the Item, or an absolute/s3 URL).
-    source_href : str
-        The source scene, linked with ``rel="derived_from"``.
+    source_href : str or sequence of str
+        The source scene, linked with ``rel="derived_from"``; several (a mosaic): one link each, in priority order.
     cog_path : str, optional
         A local or /vsi path of the COG: the footprint is traced from its mask, band scale/offset and the
         acquisition time are read from it. Without it the footprint is the output's bounds polygon.
@@ -107,8 +108,10 @@ def make_item(
         datetime=_datetime(info, record),
         properties=props,
     )
-    item.add_link(pystac.Link(rel="derived_from", target=source_href, media_type=pystac.MediaType.GEOTIFF,
-                              title="source scene"))
+    hrefs = [source_href] if isinstance(source_href, str) else list(source_href)
+    for i, href in enumerate(hrefs):
+        title = "source scene" if len(hrefs) == 1 else f"source scene {i + 1} of {len(hrefs)} (mosaic priority)"
+        item.add_link(pystac.Link(rel="derived_from", target=href, media_type=pystac.MediaType.GEOTIFF, title=title))
     asset = pystac.Asset(href=cog_href, media_type=pystac.MediaType.COG, roles=["data"],
                          title=f"{record.boundary.region or 'clip'} ({record.width}x{record.height}x{record.count} {record.dtype})")
     item.add_asset(ASSET_KEY, asset)
