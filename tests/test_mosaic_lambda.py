@@ -181,3 +181,66 @@ def test_a_source_outside_the_input_buckets_is_refused_before_any_read(stack, mo
     assert rec["status"] == "failed" and rec["error_type"] == "BucketNotAllowedError"
     assert [s["key"] for s in rec["sources"]] == ["scenes/row078.tif", "scenes/row077.tif"]
     assert _record(stack) is None and not _versions(stack)
+
+
+def test_one_source_that_is_not_a_raster_fails_the_mosaic_permanently_with_evidence(stack):
+    stack["s3"].put_object(Bucket=stack["plain"], Key="scenes/row077.tif", Body=b"not a tiff at all" * 64)
+    _invoke(_sqs({"sources": _sources(stack), "region": REGION, "group": GROUP}))
+    rec = _record(stack)  # the read failed inside the clip: recorded on the region's row, classified once
+    assert rec["status"] == "failed" and rec["error_type"] == "RasterReadError" and rec["transient"] is False
+    assert f"s3://{stack['plain']}/scenes/row077.tif" in rec["error"] and "confirmed" in rec["error"]
+    assert [s["key"] for s in rec["sources"]] == ["scenes/row078.tif", "scenes/row077.tif"]
+    assert not _versions(stack)
+
+
+def test_mosaic_message_round_trip_and_refusals():
+    from sceneclip.aws.events import parse_sqs_body
+    from sceneclip.aws.mosaic_events import MosaicRef, MosaicSource, RefusedRef
+
+    ref = MosaicRef((MosaicSource("b-1", "a.tif", "e1", "v1"), MosaicSource("b-2", "c d.tif")), "R", "G", force=True)
+    assert parse_sqs_body(json.dumps(ref.to_message())) == [ref]
+    for bad, words in [({"sources": [{"bucket": "b", "key": "k"}] * 2, "region": "R", "group": "G"}, "twice"),
+                       ({"sources": [{"bucket": "b", "key": "k", "size": 1}], "region": "R", "group": "G"}, "size"),
+                       ({"sources": [{"bucket": "b", "key": "k"}], "region": "R", "group": "G", "x": 1}, "unknown"),
+                       ({"sources": "b/k", "region": "R", "group": "G"}, "non-empty list")]:
+        (got,) = parse_sqs_body(json.dumps(bad))
+        assert isinstance(got, RefusedRef) and got.uri == "mosaic://G" and words in str(got.error)
+
+
+def test_backfill_group_by_emits_one_mosaic_per_group_and_region_and_skips_done_ones(stack):
+    from sceneclip.aws.backfill_mosaic import run_mosaic_backfill
+    from sceneclip.aws.config import Settings
+
+    s3, bucket = stack["s3"], stack["bucket"]
+    keys = {"archive/LC08_224078_20140102_B2.tif": real(ROW_078), "archive/LC08_224077_20140102_B2.tif": real(ROW_077),
+            "archive/LC08_224078_20140118_B2.tif": real(ROW_078), "archive/notes_B2.tif": real(ROW_078)}
+    for key, path in keys.items():
+        s3.upload_file(path, bucket, key)
+    queue = stack["made"]["WorkQueue"]
+    sqs = boto3.client("sqs")
+
+    def backfill():
+        return run_mosaic_backfill(f"s3://{bucket}/archive/", queue, group_by=r"_(?P<group>[0-9]{8})_",
+                                   settings=Settings.from_env())
+
+    summary = backfill()
+    assert (summary.listed, summary.ignored, summary.grouped, summary.mosaics, summary.enqueued) == (4, 1, 3, 2, 2)
+    assert summary.reasons == {"no-group": 1, "new": 2}
+    sent = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1)["Messages"]
+    bodies = sorted((json.loads(m["Body"]) for m in sent), key=lambda b: b["group"])
+    etag = {k: s3.head_object(Bucket=bucket, Key=k)["ETag"].strip('"') for k in keys}
+    assert bodies == [  # the strip's region found from each footprint; sources in key order
+        {"sources": [{"bucket": bucket, "key": k, "etag": etag[k]} for k in
+                     ("archive/LC08_224077_20140102_B2.tif", "archive/LC08_224078_20140102_B2.tif")],
+         "region": REGION, "group": "20140102"},
+        {"sources": [{"bucket": bucket, "key": "archive/LC08_224078_20140118_B2.tif",
+                      "etag": etag["archive/LC08_224078_20140118_B2.tif"]}], "region": REGION, "group": "20140118"},
+    ]
+    assert _invoke(_sqs(bodies[0])) == {"batchItemFailures": []}  # one of them is made
+    assert _record(stack, scene="mosaic://20140102")["status"] == "ok"
+    again = backfill()
+    assert (again.mosaics, again.skipped, again.enqueued) == (2, 1, 1) and again.reasons["done"] == 1
+    # A source re-uploaded with other bytes: its mosaic is work again.
+    s3.upload_file(real(ROW_077), bucket, "archive/LC08_224078_20140102_B2.tif")
+    third = backfill()
+    assert third.reasons.get("changed") == 1 and third.enqueued == 2

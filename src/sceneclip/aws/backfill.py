@@ -168,7 +168,7 @@ def _same_store(record: Mapping[str, Any], boundary_version: str | None) -> bool
     return record.get("boundary_version") == boundary_version
 
 
-def _store_version(settings: Any, s3: Any) -> str:
+def current_store_version(settings: Any, s3: Any) -> str:
     """The boundary store's current version (what ``ok`` records must have been clipped from to be done)."""
     from sceneclip.aws.store import get_store
 
@@ -187,7 +187,8 @@ def message_for(obj: ListedObject, *, region: str | None, force: bool) -> dict[s
 # --- summary -------------------------------------------------------------------------------------------------
 @dataclass
 class BackfillSummary:
-    """What a backfill run did. ``listed = ignored + skipped + enqueued + failed``."""
+    """What a backfill run did. ``listed = ignored + skipped + enqueued + failed``; with ``--group-by``
+    (mosaics) ``listed = ignored + grouped`` and ``mosaics = skipped + enqueued + failed`` (one per message)."""
 
     source: str
     queue_url: str
@@ -196,6 +197,8 @@ class BackfillSummary:
     skipped: int = 0
     enqueued: int = 0  # in a dry run: would be enqueued
     failed: int = 0  # messages SQS refused after every retry
+    grouped: int = 0  # --group-by: objects that went into a (group, region) mosaic
+    mosaics: int = 0  # --group-by: (group, region) mosaics decided
     resent: int = 0  # entries re-sent after a batch reported them failed
     dry_run: bool = False
     reasons: dict[str, int] = field(default_factory=dict)  # why enqueued/skipped (see decide)
@@ -213,7 +216,8 @@ class BackfillSummary:
     def line(self) -> str:
         verb = "would enqueue" if self.dry_run else "enqueued"
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.reasons.items()))
-        return (f"sceneclip backfill {self.source}: listed {self.listed}, ignored {self.ignored}, "
+        mosaics = f" into {self.mosaics} mosaic(s)" if self.mosaics else ""
+        return (f"sceneclip backfill {self.source}: listed {self.listed}, ignored {self.ignored}{mosaics}, "
                 f"skipped {self.skipped}, {verb} {self.enqueued}, failed {self.failed} "
                 f"({reasons or 'nothing to do'}) in {self.duration_s:.1f} s")
 
@@ -329,7 +333,7 @@ def run_backfill(
         s3 = regional_client(bucket, requester_pays=pays)
     sqs = sqs or boto3.client("sqs")
     config_hash = settings.config_hash if settings is not None else ""
-    store_version = _store_version(settings, s3) if settings is not None and not force else None
+    store_version = current_store_version(settings, s3) if settings is not None and not force else None
     lowered = tuple(s.lower() for s in suffixes if s)
     summary = BackfillSummary(source=source, queue_url=queue_url, dry_run=dry_run)
     reasons: Counter[str] = Counter()
@@ -342,7 +346,7 @@ def run_backfill(
     try:
         for obj in list_objects(s3, bucket, prefix, requester_pays=pays):
             summary.listed += 1
-            if _ignored(obj, lowered, since, settings):
+            if ignored_object(obj, lowered, since, settings):
                 summary.ignored += 1
             else:
                 action, reason = decide(records.for_scene(obj.uri) if records is not None and not force else (),
@@ -366,7 +370,7 @@ def run_backfill(
     return summary
 
 
-def _ignored(obj: ListedObject, suffixes: tuple[str, ...], since: datetime | None, settings: Any) -> bool:
+def ignored_object(obj: ListedObject, suffixes: tuple[str, ...], since: datetime | None, settings: Any) -> bool:
     if obj.key.endswith("/"):  # a "folder" marker
         return True
     if suffixes and not obj.key.lower().endswith(suffixes):

@@ -133,7 +133,7 @@ def run_stac_backfill(source: str | ApiSearch, queue_url: str, *, settings: Any 
     """
     import boto3
 
-    from sceneclip.aws.backfill import _store_version
+    from sceneclip.aws.backfill import current_store_version
 
     started = time.perf_counter()
     if settings is None and not force:
@@ -144,7 +144,7 @@ def run_stac_backfill(source: str | ApiSearch, queue_url: str, *, settings: Any 
         from sceneclip.aws.records_table import RecordStore
 
         records = RecordStore(settings.records_table)
-    store_version = _store_version(settings, s3) if not force else None
+    store_version = current_store_version(settings, s3) if not force else None
     rejected: list[str] = []
     if isinstance(source, ApiSearch):
         if intersects is not None:

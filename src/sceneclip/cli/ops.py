@@ -60,6 +60,10 @@ def _echo_json(data: Any) -> None:
 @click.option("--since", default=None, help="Only objects modified on or after this date/time (UTC), e.g. 2026-01-01.")
 @click.option("--region", default=None, help="Clip every scene to this region (a region id of the store); only "
                                              "this region's record counts as done.")
+@click.option("--group-by", "group_by", default=None, metavar="REGEX",
+              help="One mosaic message per (group, region): the named group (?P<group>...) searched in each key "
+                   "(e.g. a date) groups the listed objects, in key order (the first valid pixel wins); output "
+                   "{prefix}{region}/{group}.tif. Done mosaics (ok for the same sources) are skipped.")
 @click.option("--force", is_flag=True, help="Enqueue every scene, done or not, with \"force\": true (bypasses idempotency).")
 @click.option("--dry-run", is_flag=True, help="List what would be enqueued; send nothing.")
 @click.option("--requester-pays", is_flag=True,
@@ -71,7 +75,8 @@ def _echo_json(data: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def backfill(source: str | None, stac_items: str | None, stac_api: str | None, collections: tuple[str, ...],
              intersects: str | None, datetime_range: str | None, cql2_filter: str | None, queue_url: str,
-             suffixes: tuple[str, ...], since: str | None, region: str | None, force: bool, dry_run: bool,
+             suffixes: tuple[str, ...], since: str | None, region: str | None, group_by: str | None, force: bool,
+             dry_run: bool,
              requester_pays: bool, env_vars: str | None, function_id: str, progress: bool | None,
              as_json: bool) -> None:
     """Enqueue one message per scene under s3://BUCKET/PREFIX that has no result yet for the function's configuration.
@@ -88,9 +93,15 @@ def backfill(source: str | None, stac_items: str | None, stac_api: str | None, c
 
     With --stac-api URL the Items come from the API's item search instead (same messages, same skips).
 
+    With --group-by REGEX the listed objects are grouped by the regex's named group (searched in the key) and,
+    per group, by region (--region, else SCENECLIP_REGION_PATTERN, else the store regions each footprint
+    intersects: one header read per object); one message {"sources": [{"bucket", "key", "etag"}, ...],
+    "region", "group", "force"?} per (group, region), skipped when its record is ok for the same sources.
+
     \b
     Examples:
       sceneclip backfill s3://archive/landsat/ --queue $WORK_QUEUE_URL --since 2026-01-01 --env-vars env.json
+      sceneclip backfill s3://archive/landsat/ --group-by '_(?P<group>[0-9]{8})_' --queue $WORK_QUEUE_URL
       sceneclip backfill --stac s3://catalogs/s2/items.json --queue $WORK_QUEUE_URL --env-vars env.json
       sceneclip backfill --stac-api https://earth-search.aws.element84.com/v1 --collections sentinel-2-l2a \\
           --intersects Libya --datetime 2024-01-01/2024-12-31 --filter "eo:cloud_cover < 20" --queue $WORK_QUEUE_URL
@@ -102,6 +113,8 @@ def backfill(source: str | None, stac_items: str | None, stac_api: str | None, c
         fail("give either s3://BUCKET/PREFIX, --stac ITEMS or --stac-api URL")
     if stac_api is None and (collections or intersects or datetime_range or cql2_filter):
         fail("--collections, --intersects, --datetime and --filter narrow a --stac-api search")
+    if group_by is not None and source is None:
+        fail("--group-by groups the objects listed under s3://BUCKET/PREFIX into mosaics")
     try:
         settings = None
         environment = _environment(env_vars, function_id)
@@ -116,6 +129,13 @@ def backfill(source: str | None, stac_items: str | None, stac_api: str | None, c
                 datetime=datetime_range, filter=cql2_filter)
             summary = run_stac_backfill(what, queue_url, settings=settings, region=region, intersects=intersects,
                                         force=force, dry_run=dry_run)
+        elif group_by is not None:
+            from sceneclip.aws.backfill_mosaic import run_mosaic_backfill
+
+            _warn_unpaid_reads(source or "", settings, requester_pays)
+            summary = run_mosaic_backfill(source or "", queue_url, group_by=group_by, settings=settings,
+                                          suffixes=tuple(s for s in suffixes if s), since=parse_since(since),
+                                          region=region, force=force, dry_run=dry_run, requester_pays=requester_pays)
         else:
             _warn_unpaid_reads(source or "", settings, requester_pays)
             summary = run_backfill(source or "", queue_url, settings=settings, suffixes=tuple(s for s in suffixes if s),

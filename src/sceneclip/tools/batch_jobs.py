@@ -225,15 +225,9 @@ def _group_pattern(group_by: str | None) -> Any:
     """``--group-by``: a regex with a named group ``group``; a ConfigError saying what is wrong otherwise."""
     if not group_by:
         return None
-    import re
+    from sceneclip.aws.backfill_mosaic import group_pattern  # one rule for batch and backfill
 
-    try:
-        pattern = re.compile(group_by)
-    except re.error as exc:
-        raise ConfigError(f"--group-by {group_by!r} is not a valid regex: {exc}") from exc
-    if "group" not in pattern.groupindex:
-        raise ConfigError(f"--group-by {group_by!r} needs a named group (?P<group>...), e.g. '_(?P<group>[0-9]{{8}})_'")
-    return pattern
+    return group_pattern(group_by)
 
 
 def _region_dir_names(frame: Any, region_field: str | None, boundary: str) -> dict[str | None, str]:
