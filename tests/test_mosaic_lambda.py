@@ -244,3 +244,20 @@ def test_backfill_group_by_emits_one_mosaic_per_group_and_region_and_skips_done_
     s3.upload_file(real(ROW_077), bucket, "archive/LC08_224078_20140102_B2.tif")
     third = backfill()
     assert third.reasons.get("changed") == 1 and third.enqueued == 2
+
+
+def test_cli_backfill_group_by_dry_run_prints_the_messages_and_checks_the_regex(stack):
+    from click.testing import CliRunner
+
+    from sceneclip.cli.ops import backfill
+
+    bucket = stack["bucket"]
+    stack["s3"].upload_file(real(ROW_077), bucket, "archive/LC08_224077_20140102_B2.tif")
+    args = [f"s3://{bucket}/archive/", "--queue", stack["made"]["WorkQueue"], "--dry-run"]
+    res = CliRunner().invoke(backfill, [*args, "--group-by", r"_(?P<group>\d{8})_", "--json"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["mosaics"] == out["enqueued"] == 1 and out["planned"][0]["group"] == "20140102"
+    assert out["planned"][0]["region"] == REGION and len(out["planned"][0]["sources"]) == 1
+    bad = CliRunner().invoke(backfill, [*args, "--group-by", r"_(\d{8})_"])
+    assert bad.exit_code != 0 and "(?P<group>" in bad.output
