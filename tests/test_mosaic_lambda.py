@@ -42,6 +42,11 @@ STRIP_UTM = box(735000, -2815000, 738000, -2774000)
 @pytest.fixture
 def stack(moto_endpoint, monkeypatch, tmp_path):
     """The template's resources, a store with the strip, the function's environment, and the two sources."""
+    yield from _stack(monkeypatch, tmp_path)
+    handler._WARM_START_CACHE.clear()
+
+
+def _stack(monkeypatch, tmp_path):
     made = provision_stack(monkeypatch, env={"SCENECLIP_SRC_NODATA": "0"})
     s3 = made["s3"]
     vector = tmp_path / "strip.geojson"
@@ -57,7 +62,6 @@ def stack(moto_endpoint, monkeypatch, tmp_path):
     s3.upload_file(real(ROW_077), plain, "scenes/row077.tif")
     handler._WARM_START_CACHE.clear()
     yield {**made, "store": store, "plain": plain, "ddb": boto3.resource("dynamodb")}
-    handler._WARM_START_CACHE.clear()
 
 
 def _sources(stack, *, etags=True):
@@ -202,9 +206,11 @@ def test_mosaic_message_round_trip_and_refusals():
     for bad, words in [({"sources": [{"bucket": "b", "key": "k"}] * 2, "region": "R", "group": "G"}, "twice"),
                        ({"sources": [{"bucket": "b", "key": "k", "size": 1}], "region": "R", "group": "G"}, "size"),
                        ({"sources": [{"bucket": "b", "key": "k"}], "region": "R", "group": "G", "x": 1}, "unknown"),
-                       ({"sources": "b/k", "region": "R", "group": "G"}, "non-empty list")]:
+                       ({"sources": "b/k", "region": "R", "group": "G"}, "non-empty list"),
+                       ({"sources": [{"bucket": "b", "key": "k"}], "region": "R", "group": "../G"}, "file")]:
         (got,) = parse_sqs_body(json.dumps(bad))
-        assert isinstance(got, RefusedRef) and got.uri == "mosaic://G" and words in str(got.error)
+        assert isinstance(got, RefusedRef) and words in str(got.error)
+        assert got.uri == ("mosaic://G" if bad["group"] == "G" else "mosaic://-")
 
 
 def test_backfill_group_by_emits_one_mosaic_per_group_and_region_and_skips_done_ones(stack):
@@ -261,3 +267,36 @@ def test_cli_backfill_group_by_dry_run_prints_the_messages_and_checks_the_regex(
     assert out["planned"][0]["region"] == REGION and len(out["planned"][0]["sources"]) == 1
     bad = CliRunner().invoke(backfill, [*args, "--group-by", r"_(\d{8})_"])
     assert bad.exit_code != 0 and "(?P<group>" in bad.output
+
+
+@pytest.fixture
+def paid_stack(moto_endpoint, monkeypatch, tmp_path):
+    """The same, every request (boto3's and GDAL's) through the requester-pays proxy in front of moto."""
+    from . import payerproxy
+
+    proxy, server = payerproxy.start(moto_endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+    yield from ({**made, "proxy": proxy} for made in _stack(monkeypatch, tmp_path))
+    handler._WARM_START_CACHE.clear()
+    server.shutdown()
+    server.server_close()
+
+
+def test_each_source_keeps_its_own_bucket_settings_after_it_is_opened(paid_stack, monkeypatch):
+    """The second source's bucket is requester-pays: its payer is set only in the Env it is opened in, yet
+    every later range read of it carries the payer (GDAL keeps it per open file), and no request to the first
+    source's bucket does."""
+    stack, proxy = paid_stack, paid_stack["proxy"]
+    proxy.paying.add(stack["plain"])
+    monkeypatch.setenv("SCENECLIP_REQUESTER_PAYS", stack["plain"])
+    handler._WARM_START_CACHE.clear()
+    sources = _sources(stack, etags=False)
+    proxy.seen.clear()
+    assert _invoke(_sqs({"sources": sources, "region": REGION, "group": GROUP})) == {"batchItemFailures": []}
+    rec = _record(stack)
+    assert rec["status"] == "ok", rec.get("error")
+    paid = proxy.to(stack["plain"])
+    gdal_gets = [s for s in paid if s.by_gdal and s.method == "GET"]
+    assert len(gdal_gets) >= 2 and all(s.payer and s.status < 400 for s in paid)  # the header read and tiles
+    first = proxy.to(stack["bucket"])
+    assert any(s.by_gdal for s in first) and not any(s.payer for s in first)

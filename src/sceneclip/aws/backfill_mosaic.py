@@ -34,7 +34,7 @@ from sceneclip.aws.backfill import (
     list_objects,
     parse_s3_uri,
 )
-from sceneclip.aws.mosaic_events import MAX_SOURCES, MosaicRef, MosaicSource, mosaic_scene, sources_digest
+from sceneclip.aws.mosaic_events import MAX_SOURCES, MosaicRef, MosaicSource, mosaic_scene, sources_digest, valid_group
 from sceneclip.aws.records_table import NO_REGION
 from sceneclip.errors import ConfigError, SceneclipError
 
@@ -112,6 +112,10 @@ def group_objects(objects: list[ListedObject], pattern: re.Pattern[str],
     for obj in objects:
         match = pattern.search(obj.key)
         if match is None or not match.group("group"):
+            reasons["no-group"] += 1
+            continue
+        if not valid_group(match.group("group")):  # the function would refuse it: it cannot name a file
+            log.warning("group is not a plain file name", extra={"scene": obj.uri, "group": match.group("group")})
             reasons["no-group"] += 1
             continue
         regions = regions_of(obj)

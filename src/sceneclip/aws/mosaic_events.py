@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -24,7 +25,9 @@ from sceneclip.errors import InvalidMosaicError
 
 MOSAIC_SCHEME: Final = "mosaic://"
 MAX_SOURCES: Final = 50  # one clip opens every source's header: a bound on what one message may ask for
-MAX_NAME: Final = 256  # region and group lengths (the group names the output object)
+MAX_NAME: Final = 256  # region length
+# A group names the output object (``{region}/{group}.tif``): a plain file name, so two groups never share one.
+GROUP_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _SOURCE_FIELDS: Final = frozenset({"bucket", "key", "etag", "version_id"})
 _FIELDS: Final = frozenset({"sources", "region", "group", "force"})
 
@@ -88,7 +91,7 @@ def mosaic_ref(payload: Mapping[str, Any]) -> MosaicRef | RefusedRef | None:
     if "sources" not in payload:
         return None
     group = payload.get("group")
-    uri = mosaic_scene(group) if _name(group) else f"{MOSAIC_SCHEME}-"
+    uri = mosaic_scene(group) if valid_group(group) else f"{MOSAIC_SCHEME}-"
     try:
         return _parse(payload)
     except InvalidMosaicError as exc:
@@ -100,10 +103,12 @@ def _parse(payload: Mapping[str, Any]) -> MosaicRef:
     if unknown:
         raise InvalidMosaicError(f"mosaic message has unknown field(s) {', '.join(unknown)}; "
                                  f"expected {', '.join(sorted(_FIELDS))}")
-    for name in ("region", "group"):
-        if not _name(payload.get(name)):
-            raise InvalidMosaicError(f"mosaic message needs '{name}': a non-empty string of at most {MAX_NAME} "
-                                     f"characters (got {_short(payload.get(name))})")
+    if not _name(payload.get("region")):
+        raise InvalidMosaicError(f"mosaic message needs 'region': a non-empty string of at most {MAX_NAME} "
+                                 f"characters (got {_short(payload.get('region'))})")
+    if not valid_group(payload.get("group")):
+        raise InvalidMosaicError("mosaic message needs 'group': 1-128 letters, digits, '.', '_' or '-', starting "
+                                 f"with a letter or digit (it names the output file; got {_short(payload.get('group'))})")
     force = payload.get("force", False)
     if not isinstance(force, bool):
         raise InvalidMosaicError(f"mosaic message 'force' must be true or false, got {_short(force)}")
@@ -150,6 +155,11 @@ def sources_digest(pins: list[tuple[str, str, str]]) -> str:
     """
     text = json.dumps([list(p) for p in pins], separators=(",", ":"))
     return "mosaic-" + hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def valid_group(value: Any) -> bool:
+    """A group that can name an output file as it is (no slug needed, so no two groups share an output)."""
+    return isinstance(value, str) and GROUP_RE.match(value) is not None
 
 
 def _name(value: Any) -> bool:

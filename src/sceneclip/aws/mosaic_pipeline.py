@@ -49,7 +49,7 @@ log = logging.getLogger("sceneclip.aws.mosaic_pipeline")
 
 
 def mosaic_output_key(prefix: str, region: str, group: str) -> str:
-    """``{prefix}{region}/{group}.tif`` (both slugged, as every output name is: nothing to URL-encode)."""
+    """``{prefix}{region_slug}/{group}.tif`` (the group is already a plain file name: see ``valid_group``)."""
     return f"{prefix}{slug(region)}/{slug(group, keep_slash=False)}.tif"
 
 
@@ -166,10 +166,9 @@ class MosaicPipeline:
                 duration_ms=round((time.perf_counter() - started) * 1000, 1), source_etag=probe.source_etag,
                 source_version=None, config_hash=job.config_hash, sources=sources,
             )
-            first = job.sources[0]
+            # S3 allows 2 KB of metadata: the sources are named by count and digest (the record lists them).
             metadata = {
-                "source-bucket": first.bucket, "source-key": first.key, "source-version": first.version_id or "",
-                "source-etag": first.etag, "mosaic-group": job.group, "mosaic-sources": str(len(job.sources)),
+                "mosaic-group": job.group, "mosaic-sources": str(len(job.sources)),
                 "mosaic-sources-digest": probe.source_etag or "", "region": job.region,
                 "boundary-version": getattr(store, "version", ""), "boundary-hash": boundary.content_hash,
             }
