@@ -70,7 +70,8 @@ def stack(moto_endpoint, monkeypatch):
            "POWERTOOLS_SERVICE_NAME": "sceneclip", "AWS_ENDPOINT_URL_S3": proxy.url}
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    for name in ("SCENECLIP_REGION_PATTERN", "SCENECLIP_STAC_FILTER", "SCENECLIP_STAC_ASSETS", "SCENECLIP_MAX_ITEM_BYTES"):
+    for name in ("SCENECLIP_REGION_PATTERN", "SCENECLIP_STAC_FILTER", "SCENECLIP_STAC_ASSETS", "SCENECLIP_MAX_ITEM_BYTES",
+                 "SCENECLIP_STAC_STACK", "SCENECLIP_RESAMPLING"):
         monkeypatch.delenv(name, raising=False)
     handler._WARM_START_CACHE.clear()
     ddb = boto3.resource("dynamodb")
@@ -215,12 +216,14 @@ def test_sample_events_are_item_refs():
     assert ref.href == "s3://sceneclip-input/items/S2A_13TDE_20231008_0_L2A.json" and ref.item is None
 
 
-def test_stack_true_is_refused_at_cold_start():
+def test_stack_setting_is_parsed_at_cold_start():
     from sceneclip.aws.stac_config import StacSettings
     from sceneclip.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="SCENECLIP_STAC_STACK=true.*issue 11"):
-        StacSettings.from_env({"SCENECLIP_STAC_STACK": "true"})
+    assert StacSettings.from_env({"SCENECLIP_STAC_STACK": "true"}).stack is True
+    assert StacSettings.from_env({}).stack is False
+    with pytest.raises(ConfigError, match="SCENECLIP_STAC_STACK='maybe' is not a boolean"):
+        StacSettings.from_env({"SCENECLIP_STAC_STACK": "maybe"})
     assert StacSettings.from_env({"SCENECLIP_STAC_ASSETS": "red, nir08"}).assets == ("red", "nir08")
 
 

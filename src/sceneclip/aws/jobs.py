@@ -23,6 +23,24 @@ from sceneclip.errors import AmbiguousKeyError, DeadlineExceeded, OutputBusyErro
 
 
 @dataclass(frozen=True)
+class StackMember:
+    """One asset of a stacked STAC Item clip (``SCENECLIP_STAC_STACK=true``): the exact object version read
+    for it, its asset key (the band description) and whether its STAC metadata says it holds classes."""
+
+    asset: str
+    bucket: str
+    key: str
+    version_id: str | None
+    etag: str
+    size: int
+    categorical: bool = False
+
+    @property
+    def object(self) -> SceneObject:
+        return SceneObject(self.bucket, self.key, self.version_id, self.etag, self.size)
+
+
+@dataclass(frozen=True)
 class ClipJob:
     """One (scene version, region) clip: also the idempotency payload, so every field is plain JSON."""
 
@@ -39,10 +57,23 @@ class ClipJob:
     sequencer: str | None = None  # the S3 event's sequencer, when it had one
     # A STAC Item's asset: "<item id>@<updated>" (idempotency key: a republished Item is clipped again); "" otherwise.
     item_edition: str = ""
+    # A stack (SCENECLIP_STAC_STACK=true): the Item's identity (``stac://collection/id``, the record's scene) and
+    # its assets in band order. ``key`` is then a name for the stack beside the assets (what the output key
+    # template renders) and ``etag`` the members' ETags joined, so the idempotency key covers every member.
+    item_scene: str = ""
+    members: tuple[StackMember, ...] = ()
 
     @property
     def scene(self) -> str:
-        return f"s3://{self.bucket}/{self.key}"
+        return self.item_scene or f"s3://{self.bucket}/{self.key}"
+
+    def object_named_in(self, exc: BaseException) -> SceneObject | None:
+        """The object a failure is about, for the second looks: the job's own, or for a stack the member whose
+        URI the error names (None when it names none: no second look then)."""
+        if not self.members:
+            return SceneObject(self.bucket, self.key, self.version_id, self.etag, self.size)
+        text = str(exc)
+        return next((m.object for m in self.members if m.object.uri in text), None)
 
     @property
     def order(self) -> SourceOrder:

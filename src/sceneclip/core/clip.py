@@ -187,6 +187,7 @@ def clip_stack_to_cog(inputs: Sequence[StackInput], boundary: Boundary, options:
         )
     result.record.checks["sources"] = [i.name for i in inputs]
     result.record.checks["bands"] = band_labels(sources)
+    result.record.checks["source_bands"] = [s.info.count for s in sources]
     return result
 
 
