@@ -42,6 +42,7 @@ from rasterio.windows import Window
 from sceneclip.core.cog import default_resampling
 from sceneclip.core.geometry import Boundary
 from sceneclip.core.grid import TargetGrid
+from sceneclip.core.limits import check_window
 from sceneclip.core.mosaic import windows_overlap
 from sceneclip.core.plan import ClipOptions, RasterInfo, chunk_grid, chunk_side
 from sceneclip.core.source import read_error
@@ -93,12 +94,20 @@ def stack_dtype(infos: Sequence[RasterInfo]) -> str:
     """numpy's promotion of the sources' data types, refused when it cannot hold every value exactly."""
     dtypes = [np.dtype(i.dtype) for i in infos]
     common = np.result_type(*dtypes)
-    lossy = [i for i, d in zip(infos, dtypes, strict=True) if not np.can_cast(d, common, casting="safe")]
+    lossy = [i for i, d in zip(infos, dtypes, strict=True) if not _exact(d, common)]
     if lossy:
         raise UnsupportedRasterError(
             "a stack of " + ", ".join(f"{i.name} ({i.dtype})" for i in infos) + f" would need {common}, which "
             f"cannot hold every value of {', '.join(i.name for i in lossy)} exactly; stack fewer assets")
     return str(common)
+
+
+def _exact(src: np.dtype, dst: np.dtype) -> bool:
+    """Whether every ``src`` value is a ``dst`` value. numpy calls int64 → float64 "safe"; it is not (53-bit
+    mantissa), so an integer into a float must fit the float's significand."""
+    if src.kind in "iu" and dst.kind == "f":
+        return src.itemsize * 8 - (src.kind == "i") <= np.finfo(dst).nmant + 1
+    return bool(np.can_cast(src, dst, casting="safe"))
 
 
 def stack_nodata(infos: Sequence[RasterInfo], requested: float | None, dtype: str) -> tuple[float | None, bool]:
@@ -167,6 +176,8 @@ def plan_stack(sources: Sequence[StackSource], boundary: Boundary, options: Clip
                                           max(p.transform.c + p.width * xres for p in plans),
                                           max(p.transform.f for p in plans)))
     dtype = stack_dtype(infos)
+    # The stack is one output: its window is capped as a whole (each source's was, alone, in plan_warp).
+    check_window(width, height, first_band, dtype, " + ".join(i.name for i in infos), options.limits)
     nodata, use_mask = stack_nodata(infos, options.nodata, dtype)
     chunks = chunk_grid(width, height, chunk_side(options.chunk_size, options.chunk_bytes, first_band + 1, dtype))
     categorical = any(s.info.has_colormap or s.categorical for s in sources)
