@@ -58,8 +58,11 @@ def stack(moto_endpoint, monkeypatch):
     seen: list[tuple[str, str]] = []
     faults: dict[str, object] = {}  # "rule": (method, path) -> a LoopbackProxy action, set by a test
 
-    def rule(method, path, _headers):
+    headers_seen: list[tuple[str, str, dict]] = []
+
+    def rule(method, path, headers):
         seen.append((method, path))
+        headers_seen.append((method, path, {k.lower(): v for k, v in dict(headers).items()}))
         return faults["rule"](method, path) if "rule" in faults else None
 
     proxy = LoopbackProxy(moto_endpoint, rule=rule).start()
@@ -76,7 +79,7 @@ def stack(moto_endpoint, monkeypatch):
     handler._WARM_START_CACHE.clear()
     ddb = boto3.resource("dynamodb")
     yield {"names": names, "s3": s3, "bucket": names["InputBucket"], "out": names["OutputBucket"], "seen": seen,
-           "faults": faults, "records": ddb.Table(names["RecordsTable"])}
+           "faults": faults, "records": ddb.Table(names["RecordsTable"]), "headers": headers_seen}
     proxy.stop()
     handler._WARM_START_CACHE.clear()
 

@@ -25,6 +25,8 @@ from sceneclip.core.stac_assets import asset_ref
 from .conftest import real
 from .test_stac_items import (  # noqa: F401 (the fixture)
     LS_FILES,
+    S2,
+    load,
     S2_FILES,
     get_json,
     invoke,
@@ -39,6 +41,10 @@ from .test_stac_items import (  # noqa: F401 (the fixture)
 )
 
 COARSE_PX = 600.0  # the 34SGA B01/B09 fixtures' pixel size; visual (TCI) is 100 m
+
+
+def load_s2() -> dict:
+    return load(S2)
 
 
 def cog(stack, uri: str) -> MemoryFile:
@@ -166,3 +172,26 @@ def test_stack_is_clipped_once_per_edition_and_refuses_interpolating_a_qa_band(s
     assert failed["status"] == "failed" and failed["error_type"] == "ResamplingRefusedError"
     assert item["assets"]["qa_pixel"]["alternate"]["s3"]["href"] in failed["error"] and failed["transient"] is False
     assert stack_versions() == n  # nothing partial published
+
+
+def test_each_unversioned_member_is_read_with_its_own_if_match(stack, monkeypatch):
+    """An unversioned input bucket: GDAL reads every member pinned to the ETag HEADed for *that* member (the
+    per-member options around each member's reads), and the stack is clipped."""
+    plain = f"plain-{stack['bucket']}"
+    stack["s3"].create_bucket(Bucket=plain)
+    item = load_s2()
+    etags = {}
+    for asset in ("coastal", "nir09"):
+        key = f"s2/{asset}.tif"
+        stack["s3"].upload_file(real(S2_FILES[asset]), plain, key)
+        etags[key] = stack["s3"].head_object(Bucket=plain, Key=key)["ETag"]
+        item["assets"][asset]["href"] = f"s3://{plain}/{key}"
+    use_assets(monkeypatch, ["coastal", "nir09"], SCENECLIP_STAC_STACK="true",
+               SCENECLIP_INPUT_BUCKETS=f"{stack['bucket']},{plain}")
+    del stack["headers"][:]
+    resp = invoke(copy.deepcopy(item))
+    assert [r["status"] for r in resp["results"] if r["region"] == "Libya"] == ["ok"]
+    gets = [(p, h) for m, p, h in stack["headers"] if m == "GET" and p.startswith(f"/{plain}/s2/")]
+    assert {p.split("?")[0] for p, _ in gets} == {f"/{plain}/{k}" for k in etags}
+    for path, headers in gets:
+        assert headers.get("if-match", "").strip('"') == etags[path.split("?")[0].removeprefix(f"/{plain}/")].strip('"')
