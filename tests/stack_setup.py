@@ -25,7 +25,8 @@ PREFIXES = {"InputBucket": "in", "OutputBucket": "out", "DeadLetterQueue": "dlq"
             "RecordsTable": "records", "IdempotencyTable": "idem"}
 # Variables a test sets for itself; cleared so one test's choice never leaks into the next.
 CLEARED = ("SCENECLIP_REGION_PATTERN", "SCENECLIP_INPUT_BUCKETS", "SCENECLIP_REQUESTER_PAYS",
-           "SCENECLIP_DEADLINE_MARGIN_S", "SCENECLIP_STAC_FILTER", "SCENECLIP_STAC_ASSETS", "SCENECLIP_MAX_ITEM_BYTES")
+           "SCENECLIP_DEADLINE_MARGIN_S", "SCENECLIP_STAC_FILTER", "SCENECLIP_STAC_ASSETS", "SCENECLIP_MAX_ITEM_BYTES",
+           "SCENECLIP_STAC_STACK", "SCENECLIP_RESAMPLING")
 
 
 def provision_stack(monkeypatch: Any, *, vector: str = "colorado_counties.geojson", field: str = "name",

@@ -42,6 +42,9 @@ def test_lambda_config_hash_follows_the_options_and_the_output_location():
     assert base.config_hash == base.clip_options().fingerprint(output="s3://out/clipped/",
                                                                output_key=DEFAULT_TEMPLATE, collection=None)
     assert Settings.from_env({**ENV, "SCENECLIP_OUTPUT_KEY": "{prefix}{key_slug}"}).config_hash != base.config_hash
+    # A stacked STAC Item is another output; stack=false (the default) keeps the per-asset hash.
+    assert Settings.from_env({**ENV, "SCENECLIP_STAC_STACK": "true"}).config_hash != base.config_hash
+    assert Settings.from_env({**ENV, "SCENECLIP_STAC_STACK": "false"}).config_hash == base.config_hash
 
 
 def test_invert_means_no_crop_everywhere_and_pad_with_invert_is_refused():

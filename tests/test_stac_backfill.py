@@ -15,6 +15,7 @@ from sceneclip.aws.config import Settings
 from sceneclip.aws.stac_backfill import run_stac_backfill
 from sceneclip.cli.main import main as cli
 
+from .conftest import real
 from .test_stac_items import invoke, landsat_item, rows, s2_item, sqs_event, stack, use_assets  # noqa: F401
 
 
@@ -77,3 +78,22 @@ def test_static_catalog_on_s3_with_relative_links_through_the_cli(stack, monkeyp
     assert json.loads(out.output)["reasons"] == {"filtered": 1} and drain(queue) == []
     bad = CliRunner().invoke(cli, ["backfill", "--queue", queue])
     assert bad.exit_code != 0 and "either s3://BUCKET/PREFIX, --stac ITEMS or --stac-api URL" in bad.output
+
+
+def test_stacked_item_is_done_by_its_stack_record_and_resent_when_a_member_changes(stack, monkeypatch, tmp_path):
+    use_assets(monkeypatch, ["coastal", "nir09"], SCENECLIP_STAC_STACK="true")
+    item = s2_item(stack)
+    items = tmp_path / "items.json"
+    items.write_text(json.dumps({"type": "FeatureCollection", "features": [item]}))
+    queue = boto3.client("sqs").get_queue_url(QueueName=stack["names"]["WorkQueue"])["QueueUrl"]
+    settings = Settings.from_env()
+    assert run_stac_backfill(str(items), queue, settings=settings).reasons == {"new": 1}
+    (body,) = drain(queue)
+    assert invoke(sqs_event(body)) == {"batchItemFailures": []}
+    assert [(r["scene"], r["status"]) for r in rows(stack)] == [(f"stac://sentinel-2-l2a/{item['id']}", "ok")]
+    assert run_stac_backfill(str(items), queue, settings=settings).reasons == {"done": 1}
+    assert drain(queue) == []
+    # One member overwritten (another ETag): the stack is stale, the Item is sent again.
+    key = item["assets"]["nir09"]["href"].split(".amazonaws.com/")[1]
+    stack["s3"].upload_file(real("sentinel2_libya_b01_utm34n.tif"), stack["bucket"], key)
+    assert run_stac_backfill(str(items), queue, settings=settings).reasons == {"changed": 1}

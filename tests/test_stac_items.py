@@ -51,8 +51,11 @@ def stack(moto_endpoint, monkeypatch):
     seen: list[tuple[str, str]] = []
     faults: dict[str, object] = {}  # "rule": (method, path) -> a LoopbackProxy action, set by a test
 
-    def rule(method, path, _headers):
+    headers_seen: list[tuple[str, str, dict]] = []
+
+    def rule(method, path, headers):
         seen.append((method, path))
+        headers_seen.append((method, path, {k.lower(): v for k, v in dict(headers).items()}))
         return faults["rule"](method, path) if "rule" in faults else None
 
     proxy = LoopbackProxy(moto_endpoint, rule=rule).start()
@@ -60,7 +63,7 @@ def stack(moto_endpoint, monkeypatch):
         monkeypatch.setenv(k, v)
     ddb = boto3.resource("dynamodb")
     yield {"names": names, "s3": s3, "bucket": names["InputBucket"], "out": names["OutputBucket"], "seen": seen,
-           "faults": faults, "records": ddb.Table(names["RecordsTable"])}
+           "faults": faults, "records": ddb.Table(names["RecordsTable"]), "headers": headers_seen}
     proxy.stop()
     handler._WARM_START_CACHE.clear()
 
@@ -200,12 +203,14 @@ def test_sample_events_are_item_refs():
     assert ref.href == "s3://sceneclip-input/items/S2A_13TDE_20231008_0_L2A.json" and ref.item is None
 
 
-def test_stack_true_is_refused_at_cold_start():
+def test_stack_setting_is_parsed_at_cold_start():
     from sceneclip.aws.stac_config import StacSettings
     from sceneclip.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="SCENECLIP_STAC_STACK=true.*issue 11"):
-        StacSettings.from_env({"SCENECLIP_STAC_STACK": "true"})
+    assert StacSettings.from_env({"SCENECLIP_STAC_STACK": "true"}).stack is True
+    assert StacSettings.from_env({}).stack is False
+    with pytest.raises(ConfigError, match="SCENECLIP_STAC_STACK='maybe' is not a boolean"):
+        StacSettings.from_env({"SCENECLIP_STAC_STACK": "maybe"})
     assert StacSettings.from_env({"SCENECLIP_STAC_ASSETS": "red, nir08"}).assets == ("red", "nir08")
 
 

@@ -771,3 +771,6 @@ def test_stac_parameters_reach_the_function(template: dict[str, Any]) -> None:
     assert StacSettings.from_env(env).filter.matches({"properties": {"eo:cloud_cover": 5}})
     pattern = template["Parameters"]["StacAssets"]["AllowedPattern"]
     assert re.fullmatch(pattern, "red,nir08") and not re.fullmatch(pattern, "red, nir08")
+    assert StacSettings.from_env(env).stack is False
+    stacked = Stack(template, StacStack="true").props("ClipFunction")["Environment"]["Variables"]
+    assert stacked["SCENECLIP_STAC_STACK"] == "true" and StacSettings.from_env(stacked).stack is True

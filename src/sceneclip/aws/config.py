@@ -231,8 +231,12 @@ class Settings:
     @property
     def config_hash(self) -> str:
         """Identity of everything that changes the output bytes or location (idempotency key, backfill skip rule)."""
+        # A stacked Item makes one multi-band COG instead of one per asset: another output. Added only when on,
+        # so the hashes (idempotency keys, backfill skips) of every per-asset configuration stay as they were.
+        stack = {"stac_stack": True} if self.stac.stack else {}
         return self.clip_options().fingerprint(output=f"s3://{self.output_bucket}/{self.output_prefix}",
-                                               output_key=self.output_template.text, collection=self.stac_collection)
+                                               output_key=self.output_template.text, collection=self.stac_collection,
+                                               **stack)
 
 
 def _region_pattern(env: Mapping[str, str]) -> re.Pattern[str] | None:

@@ -44,6 +44,24 @@ class SourcePin:
 
 
 @dataclass(frozen=True)
+class StackMember:
+    """One asset of a stacked STAC Item clip (``SCENECLIP_STAC_STACK=true``): the exact object version read
+    for it, its asset key (the band description) and whether its STAC metadata says it holds classes."""
+
+    asset: str
+    bucket: str
+    key: str
+    version_id: str | None
+    etag: str
+    size: int
+    categorical: bool = False
+
+    @property
+    def object(self) -> SceneObject:
+        return SceneObject(self.bucket, self.key, self.version_id, self.etag, self.size)
+
+
+@dataclass(frozen=True)
 class ClipJob:
     """One (scene version, region) clip: also the idempotency payload, so every field is plain JSON.
 
@@ -66,11 +84,26 @@ class ClipJob:
     item_edition: str = ""
     group: str = ""  # a mosaic's group (its output is {prefix}{region}/{group}.tif); "" otherwise
     sources: tuple[SourcePin, ...] = ()  # a mosaic's sources, in priority order; () otherwise
+    # A stack (SCENECLIP_STAC_STACK=true): the Item's identity (``stac://collection/id``, the record's scene) and
+    # its assets in band order. ``key`` is then a name for the stack beside the assets (what the output key
+    # template renders) and ``etag`` the members' ETags joined, so the idempotency key covers every member.
+    item_scene: str = ""
+    members: tuple[StackMember, ...] = ()
 
     @property
     def scene(self) -> str:
-        """The record's identity: ``s3://bucket/key``, or ``mosaic://group`` for a mosaic."""
-        return mosaic_scene(self.group) if self.sources else f"s3://{self.bucket}/{self.key}"
+        """The record's identity: ``mosaic://group`` for a mosaic, the Item's for a stack, else ``s3://bucket/key``."""
+        if self.sources:
+            return mosaic_scene(self.group)
+        return self.item_scene or f"s3://{self.bucket}/{self.key}"
+
+    def object_named_in(self, exc: BaseException) -> SceneObject | None:
+        """The object a failure is about, for the second looks: the job's own, or for a stack the member whose
+        URI the error names (None when it names none: no second look then)."""
+        if not self.members:
+            return SceneObject(self.bucket, self.key, self.version_id, self.etag, self.size)
+        text = str(exc)
+        return next((m.object for m in self.members if m.object.uri in text), None)
 
     @property
     def order(self) -> SourceOrder:

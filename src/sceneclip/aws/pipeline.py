@@ -301,7 +301,7 @@ class ScenePipeline:
             if in_progress(exc):  # the same output is being made right now: nothing to record, retry after it
                 raise
             err = self._second_look(past_deadline(classify(exc, what=f"clipping {job.scene} to region {job.region}"),
-                                                  self._deadline), job)
+                                                  self._deadline), job, exc)
             if isinstance(err, DeadlineExceeded):
                 err = not_reached(err, self._regions_after)
             rec = replace(failed_record(job.scene, self._boundary_or_none(job.region), err, started=started),
@@ -324,11 +324,13 @@ class ScenePipeline:
                 raise err from exc
             return rec
 
-    def _second_look(self, err: SceneclipError, job: ClipJob) -> SceneclipError:
+    def _second_look(self, err: SceneclipError, job: ClipJob, exc: BaseException) -> SceneclipError:
         """The evidence looks before a read failure is recorded (overwritten meanwhile? really not a TIFF?)."""
         if job.sources:
             return self.mosaics.second_look(err, job)
-        obj = SceneObject(job.bucket, job.key, job.version_id, job.etag, job.size)
+        obj = job.object_named_in(exc)  # a stack's member the error names; None: no second look
+        if obj is None:
+            return err
         access = lambda: self.access(obj.bucket)  # noqa: E731 (only if a second look is needed)
         return confirm_content_error(superseded_by_overwrite(err, obj, access), obj, access)
 
@@ -337,6 +339,22 @@ class ScenePipeline:
             return self.store().boundary(region)
         except Exception:  # the failure being recorded may be this very lookup
             return None
+
+    def _read(self, job: ClipJob, boundary: Any) -> tuple[Any, Any]:
+        """(clip result, network counts) of the job's object — or of a stack's members, one COG of all."""
+        if job.members:
+            from sceneclip.aws.stac_stack import read_stack
+
+            return read_stack(self, job, boundary)
+        obj = SceneObject(job.bucket, job.key, job.version_id, job.etag, job.size)
+        access = self.access(job.bucket)
+        path, extra = gdal_source(access.s3, obj, expires_s=self.settings.presign_expires_s, payer=access.payer)
+        with access.rasterio_env(extra, self._deadline):
+            netstats.clear_curl_cache()
+            netstats.reset()
+            result = clip_to_cog(path, boundary, self.settings.clip_options(), name=job.scene,
+                                 deadline=self._deadline)
+            return result, netstats.snapshot()
 
     def clip_region(self, job: ClipJob) -> VerificationRecord:
         """Clip, upload and record one region: the ``ok`` record, or an exception (never a failed record)."""
@@ -352,15 +370,7 @@ class ScenePipeline:
         newer = self.publisher.newer_recorded(probe, job.order)
         if newer is not None:  # an older delivery: do not even clip
             return superseded_record(probe, job.order, newer)
-        obj = SceneObject(job.bucket, job.key, job.version_id, job.etag, job.size)
-        access = self.access(job.bucket)
-        path, extra = gdal_source(access.s3, obj, expires_s=self.settings.presign_expires_s, payer=access.payer)
-        with access.rasterio_env(extra, self._deadline):
-            netstats.clear_curl_cache()
-            netstats.reset()
-            result = clip_to_cog(path, boundary, self.settings.clip_options(), name=job.scene,
-                                 deadline=self._deadline)
-            fetched = netstats.snapshot()
+        result, fetched = self._read(job, boundary)
         key = output_key(self.settings, job)  # a template with no value for this job fails before any upload
         try:
             self.check_deadline(f"before uploading region {job.region} of {job.scene}")

@@ -11,6 +11,8 @@ An Item is **done**, and not sent again, when each of its selected assets (``SCE
 data GeoTIFFs) is done by the scene rule of :func:`sceneclip.aws.backfill.decide` for its current ETag (one HEAD
 per asset), or when the records table holds, for this edition of the Item and this configuration, its
 ``skipped`` record (the filter rejected it) or a permanent failure of the Item as a whole (an asset it lacks…).
+With ``SCENECLIP_STAC_STACK=true`` the assets have no records of their own: the Item is done by the same
+scene rule applied to its stack records (under ``stac://collection/id``, ETag = the members' ETags joined).
 Messages are ``{"stac_item": {Item}, "region"?, "force"?}``: the Item itself, so the function needs no access
 to the catalogue. Known limit: an Item republished with new metadata but the same asset objects counts as done
 here (the records keep asset ETags, not Item editions); ``--force`` resends it.
@@ -108,17 +110,23 @@ def decide_item(item: Mapping[str, Any], *, settings: Any, records: Any, s3: Any
         assets = select_assets(item, settings.stac.assets or None)
     except InvalidItemError:
         return "enqueue", "new"  # the function records why it cannot be clipped
+    etags = []
     for asset in assets:
         if not asset.bucket or not asset.s3_key:
             return "enqueue", "new"
         try:
-            etag = head_scene(s3, asset.bucket, asset.s3_key).etag
+            etags.append(head_scene(s3, asset.bucket, asset.s3_key).etag)
         except SceneclipError:
             return "enqueue", "new"  # the function will record what is wrong with it
-        action, reason = decide(records.for_scene(asset.uri), etag, settings.config_hash, region=region,
+        if settings.stac.stack:
+            continue  # one record for the stack, under the Item: decided below
+        action, reason = decide(records.for_scene(asset.uri), etags[-1], settings.config_hash, region=region,
                                 boundary_version=store_version)
         if action == "enqueue":
             return action, reason
+    if settings.stac.stack:  # the stack job's ETag joins its members' (sceneclip.aws.stac_stack.stack_job)
+        return decide(records.for_scene(item_scene(item)), ",".join(etags), settings.config_hash, region=region,
+                      boundary_version=store_version)
     return "skip", "done"
 
 

@@ -22,8 +22,8 @@ class StacSettings:
     assets : tuple of str
         ``SCENECLIP_STAC_ASSETS``: asset keys to clip, in order; empty = every GeoTIFF asset with the ``data`` role.
     stack : bool
-        ``SCENECLIP_STAC_STACK``: always False here — one COG per asset and region (``true`` is refused until
-        the target grids of issue 11 exist, since a stack of assets of different resolutions needs one).
+        ``SCENECLIP_STAC_STACK``: False, one COG per asset and region; True, one multi-band COG per region of
+        the selected assets on one grid (:mod:`sceneclip.core.stack`).
     filter : ItemFilter or None
         ``SCENECLIP_STAC_FILTER``: CQL2-text on the Item's properties, checked before any asset is opened.
     max_item_bytes : int
@@ -39,11 +39,8 @@ class StacSettings:
     def from_env(cls, env: Mapping[str, str]) -> StacSettings:
         assets = tuple(dict.fromkeys(a for a in re.split(r"[,\s]+", env.get("SCENECLIP_STAC_ASSETS") or "") if a))
         raw_stack = (env.get("SCENECLIP_STAC_STACK") or "false").strip().lower()
-        if raw_stack in ("1", "true", "yes", "on"):
-            raise ConfigError(
-                "SCENECLIP_STAC_STACK=true is not supported yet: stacking assets of different resolutions needs "
-                "the target grids of issue 11; use false (one COG per asset and region)")
-        if raw_stack not in ("0", "false", "no", "off", ""):
+        stack = raw_stack in ("1", "true", "yes", "on")
+        if not stack and raw_stack not in ("0", "false", "no", "off", ""):
             raise ConfigError(f"SCENECLIP_STAC_STACK={raw_stack!r} is not a boolean; use true or false")
         text = (env.get("SCENECLIP_STAC_FILTER") or "").strip()
         raw_max = (env.get("SCENECLIP_MAX_ITEM_BYTES") or "").strip()
@@ -53,5 +50,5 @@ class StacSettings:
             raise ConfigError(f"SCENECLIP_MAX_ITEM_BYTES={raw_max!r} is not an integer") from exc
         if max_bytes <= 0:
             raise ConfigError(f"SCENECLIP_MAX_ITEM_BYTES={raw_max!r} must be a positive number of bytes")
-        return cls(assets=assets, stack=False, filter=ItemFilter.parse(text) if text else None,
+        return cls(assets=assets, stack=stack, filter=ItemFilter.parse(text) if text else None,
                    max_item_bytes=max_bytes)

@@ -36,7 +36,7 @@ from sceneclip.aws.stac_events import ItemRef, item_scene
 from sceneclip.aws.stac_fetch import fetch_item
 from sceneclip.core.naming import href_for, slug
 from sceneclip.core.records import BoundaryRef, VerificationRecord, failed_record
-from sceneclip.core.stac_assets import AssetRef, item_version, select_assets
+from sceneclip.core.stac_assets import STACK_ASSET, AssetRef, item_version, select_assets
 from sceneclip.errors import DeadlineExceeded, InvalidItemError, classify
 
 log = logging.getLogger("sceneclip.aws.stac_pipeline")
@@ -130,6 +130,8 @@ class ItemPipeline:
         deadline ends the run, every pair not reached gets a transient failed record before it is raised."""
         edition = f"{item['id']}@{item_version(item)}"
         version = str(getattr(self.scenes.store(), "version", "") or "")
+        if self.settings.stac.stack:
+            return self._clip_stacks(item, ref, assets, regions, attempt, edition, version)
         jobs = [(asset, ClipJob(obj.bucket, obj.key, obj.version_id, obj.etag, obj.size, region,
                                 self.settings.config_hash, boundary_version=version, last_modified=obj.last_modified,
                                 item_edition=edition))
@@ -146,12 +148,34 @@ class ItemPipeline:
             if (i + 1) % len(assets) == 0 and all(rec.ok for rec in region_recs):  # the region's last asset
                 region_jobs = jobs[i + 1 - len(assets):i + 1]
                 failed = self._publish_item(item, ref, job.region,
-                                            [(a, j, rec) for (a, j), rec in zip(region_jobs, region_recs)], attempt)
+                                            [(a.key, j, rec) for (a, j), rec in zip(region_jobs, region_recs)], attempt)
+                out += [failed] if failed is not None else []
+        return out
+
+    def _clip_stacks(self, item: dict[str, Any], ref: ItemRef, assets: list[tuple[AssetRef, SceneObject]],
+                     regions: list[str], attempt: int | None, edition: str, version: str) -> list[VerificationRecord]:
+        """``SCENECLIP_STAC_STACK=true``: per region one stack of every selected asset (:mod:`sceneclip.aws.
+        stac_stack`), then its output Item; the deadline rule is the per-asset one."""
+        from sceneclip.aws.stac_stack import stack_job
+
+        jobs = [stack_job(item, assets, region, config_hash=self.settings.config_hash, boundary_version=version,
+                          edition=edition) for region in regions]
+        out: list[VerificationRecord] = []
+        for i, job in enumerate(jobs):
+            try:
+                rec = self.scenes.run_job(job, force=ref.force, attempt=attempt)
+            except DeadlineExceeded as exc:
+                for later in jobs[i + 1:]:
+                    self.scenes.record_not_reached(later, exc, (later.region,), attempt)
+                raise
+            out.append(rec)
+            if rec.ok:
+                failed = self._publish_item(item, ref, job.region, [(STACK_ASSET, job, rec)], attempt)
                 out += [failed] if failed is not None else []
         return out
 
     def _publish_item(self, item: dict[str, Any], ref: ItemRef, region: str,
-                      clips: list[tuple[AssetRef, ClipJob, VerificationRecord]], attempt: int | None) -> VerificationRecord | None:
+                      clips: list[tuple[str, ClipJob, VerificationRecord]], attempt: int | None) -> VerificationRecord | None:
         """The region's output Item, written; None when it was. A failure is recorded under the Item and the
         region (``failed``, the assets' COGs stay: their own records are ``ok``), raised when transient (the
         redelivery replays the assets from the idempotency table and writes the Item again)."""
@@ -170,17 +194,32 @@ class ItemPipeline:
             return rec
 
     def _write_item(self, item: dict[str, Any], ref: ItemRef, region: str,
-                    clips: list[tuple[AssetRef, ClipJob, VerificationRecord]]) -> str:
-        """Write the region's output Item (hrefs relative to it, percent-encoded where needed); returns its key."""
-        from sceneclip.core.stac_output import ClippedAsset, region_item, source_href  # pystac: not at cold start
+                    clips: list[tuple[str, ClipJob, VerificationRecord]]) -> str:
+        """Write the region's output Item (hrefs relative to it, percent-encoded where needed); returns its key.
+        A stack's one clip gets :func:`~sceneclip.core.stac_output.stack_item`, per-asset clips region_item."""
+        from sceneclip.core.stac_output import ClippedAsset, region_item, source_href, stack_item  # pystac: not at cold start
 
         item_id = slug(f"{item['id']}-{region}", keep_slash=False)
         key = item_output_key(self.settings.output_prefix, region, item_id)
         here = posixpath.dirname(key)
-        assets = [ClippedAsset(asset.key, rec, href_for(posixpath.relpath(output_key(self.settings, job), here)))
+        assets = [ClippedAsset(asset, rec, href_for(posixpath.relpath(output_key(self.settings, job), here)))
                   for asset, job, rec in clips]
-        doc = region_item(item, assets, region=region, item_id=item_id, source_href=source_href(item, ref.href))
+        members = clips[0][1].members
+        if members:
+            bands = _band_counts(members, clips[0][2])
+            doc = stack_item(item, assets[0], bands, region=region, item_id=item_id,
+                             source_href=source_href(item, ref.href))
+        else:
+            doc = region_item(item, assets, region=region, item_id=item_id, source_href=source_href(item, ref.href))
         put_json(self.scenes.scene_s3, self.settings.output_bucket, key, doc)
         log.info("output STAC Item written", extra={"scene": item_scene(item), "region": region,
                                                     "item": f"s3://{self.settings.output_bucket}/{key}"})
         return key
+
+
+def _band_counts(members: tuple[Any, ...], record: VerificationRecord) -> list[tuple[str, int]]:
+    """(asset key, band count) of a stack's members, in band order, as the clip recorded them."""
+    counts = list(record.checks.get("source_bands") or [])
+    if len(counts) != len(members):
+        raise ValueError(f"the stack's record lists {len(counts)} sources' band counts for {len(members)} assets")
+    return [(m.asset, int(n)) for m, n in zip(members, counts)]

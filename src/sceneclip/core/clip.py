@@ -7,6 +7,7 @@ failed :class:`~sceneclip.core.records.VerificationRecord`, which is what the CL
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, ExitStack, nullcontext
@@ -29,6 +30,7 @@ from sceneclip.core.rioenv import reuse_environ_sessions
 from sceneclip.core.source import open_source
 from sceneclip.core.verify import verify_output
 from sceneclip.core.mosaic import mosaic_reader, plan_mosaic
+from sceneclip.core.stack import StackInput, StackMeta, StackSource, band_labels, finest, plan_stack, stack_reader
 from sceneclip.core.warp import execute_warp, fill_grid
 from sceneclip.core.warp_plan import WarpPlan, choose_grid, plan_warp
 from sceneclip.errors import InvalidOptionsError, NoOverlapError, VerificationError, classify, redact
@@ -158,6 +160,43 @@ def _clip_mosaic(sources: list[str], boundary: Boundary, options: ClipOptions, d
     result.record.checks["sources"] = names
     result.record.checks["sources_used"] = [p.info.name for p in parts]
     result.record = replace(result.record, source=what)
+    return result
+
+
+def clip_stack_to_cog(inputs: Sequence[StackInput], boundary: Boundary, options: ClipOptions | None = None, *,
+                      name: str | None = None, deadline: Deadline | None = None,
+                      cog_on_disk: bool = False) -> ClipResult:
+    """Clip several sources (e.g. a STAC Item's band assets) into one multi-band COG on one grid
+    (:mod:`~sceneclip.core.stack`), written and verified as any clip. ``name`` is the record's source (default:
+    the inputs' names joined by ``+``); raises as :func:`clip_to_cog`."""
+    reuse_environ_sessions()
+    options = options or ClipOptions()
+    if options.invert or not options.crop or options.pad:
+        raise InvalidOptionsError(GRID_CONFLICT)
+    if not inputs:
+        raise InvalidOptionsError("a stack needs at least one source")
+    started = time.perf_counter()
+    what = name or " + ".join(i.name for i in inputs)
+    with rasterio.Env(**_read_env(options)), ExitStack() as stack:
+        sources = []
+        for i in inputs:
+            with i.context() if i.context is not None else contextlib.nullcontext():
+                src = stack.enter_context(open_source(i.path, i.name, drivers=options.allowed_drivers,
+                                                      limits=options.limits))
+            refuse_unsupported(src, i.name)
+            sources.append(StackSource(src, RasterInfo.from_dataset(src, name=i.name), i.label, i.context,
+                                       i.categorical))
+        plan, parts = plan_stack(sources, boundary, options, boundary.grid)
+        info = replace(finest([s.info for s in sources]), name=what)
+        result = _write_and_verify(
+            plan, info, boundary, options, what, started, deadline,
+            lambda path: fill_grid(plan, path, stack_reader(parts, plan), meta=StackMeta(sources), name=what,
+                                   samples_per_chunk=options.samples_per_chunk, deadline=deadline),
+            cog_on_disk,
+        )
+    result.record.checks["sources"] = [i.name for i in inputs]
+    result.record.checks["bands"] = band_labels(sources)
+    result.record.checks["source_bands"] = [s.info.count for s in sources]
     return result
 
 

@@ -104,7 +104,7 @@ def mosaic_reader(parts: list[MosaicPart], plan: WarpPlan) -> ChunkReader:
         data = np.zeros(shape, dtype=plan.dtype)
         has = np.zeros(shape, dtype=bool)
         for part, nodatavals, cache in zip(parts, nodata, caches, strict=True):
-            if not _overlaps(chunk, part.window) or has.all():
+            if not windows_overlap(chunk, part.window) or has.all():
                 continue
             try:
                 values, valid = warp_chunk(part.src, part.plan, chunk, nodatavals, cache)
@@ -118,6 +118,6 @@ def mosaic_reader(parts: list[MosaicPart], plan: WarpPlan) -> ChunkReader:
     return read
 
 
-def _overlaps(a: Window, b: Window) -> bool:
+def windows_overlap(a: Window, b: Window) -> bool:
     return (a.col_off < b.col_off + b.width and b.col_off < a.col_off + a.width
             and a.row_off < b.row_off + b.height and b.row_off < a.row_off + a.height)

@@ -20,6 +20,8 @@ from sceneclip.errors import InvalidItemError
 
 # Media types archives use for (cloud-optimized) GeoTIFFs, lower-cased, parameters ignored.
 GEOTIFF_TYPES = ("image/tiff", "image/geotiff", "image/vnd.stac.geotiff")
+# The output Item's one asset when the selected assets are stacked into one COG (SCENECLIP_STAC_STACK=true).
+STACK_ASSET = "stack"
 
 # https://BUCKET.s3.REGION.amazonaws.com/KEY, https://BUCKET.s3.amazonaws.com/KEY, https://BUCKET.s3-REGION...
 _VIRTUAL_HOSTED = re.compile(r"^(?P<bucket>[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])\.s3(?:[.-](?P<region>[a-z0-9-]+))?\.amazonaws\.com$")

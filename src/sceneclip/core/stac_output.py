@@ -29,6 +29,7 @@ from shapely.geometry import mapping, shape
 from sceneclip import __version__
 from sceneclip.core.records import VerificationRecord
 from sceneclip.core.stac import ASSET_KEY, make_item
+from sceneclip.core.stac_assets import STACK_ASSET
 
 # Source properties kept as they are: acquisition and platform facts a catalogue searches on.
 CARRIED = ("datetime", "start_datetime", "end_datetime", "platform", "constellation", "instruments", "mission",
@@ -82,6 +83,46 @@ def region_item(source: Mapping[str, Any], clips: Sequence[ClippedAsset], *, reg
     doc["stac_extensions"] = sorted(exts)
     doc["links"] = _links(source, source_href)
     return json.loads(json.dumps(doc, allow_nan=False))
+
+
+def stack_item(source: Mapping[str, Any], clip: ClippedAsset, bands: Sequence[tuple[str, int]], *, region: str,
+               item_id: str, source_href: str) -> dict[str, Any]:
+    """The output Item of a stack (``SCENECLIP_STAC_STACK=true``): one asset, the stack COG, whose
+    ``raster:bands`` and ``eo:bands`` follow its bands in order.
+
+    ``bands`` lists the stacked source assets in band order with their band counts. Band *n* of asset *k*
+    carries the source's ``raster:bands[n]`` scale/offset (where the raster extension allows them) and its
+    ``eo:bands[n]`` (else ``{"name": <band description>}``); nodata stays the COG's own, which is the
+    source's whenever the source declares one (the stack refuses differing ones) unless an explicit nodata
+    replaced it. ``proj:`` is the stack's grid; properties and links are :func:`region_item`'s.
+    """
+    doc = region_item(source, [ClippedAsset(STACK_ASSET, clip.record, clip.href)], region=region, item_id=item_id,
+                      source_href=source_href)
+    asset = doc["assets"][STACK_ASSET]
+    asset["title"] = f"{', '.join(k for k, _ in bands)} stacked and clipped to {region}"
+    raster_bands, eo_bands = asset.get("raster:bands", []), []
+    labels = [k if n == 1 else f"{k}:{i}" for k, n in bands for i in range(1, n + 1)]
+    per_band = [(k, i) for k, n in bands for i in range(n)]
+    if len(raster_bands) != len(per_band):
+        raise ValueError(f"the stack COG has {len(raster_bands)} bands, its assets {len(per_band)}")
+    for band, label, (key, i) in zip(raster_bands, labels, per_band):
+        src_asset = (source.get("assets") or {}).get(key) or {}
+        src_band = _nth(src_asset.get("raster:bands"), i)
+        for name in ("scale", "offset"):
+            if _is_band_value(name, src_band.get(name)):
+                band[name] = src_band[name]
+        if _is_band_value("nodata", src_band.get("nodata")) and src_band["nodata"] == band.get("nodata"):
+            band["nodata"] = src_band["nodata"]  # the same value, in the source's spelling
+        eo = _nth(src_asset.get("eo:bands"), i)
+        eo_bands.append(dict(eo) if eo else {"name": label})
+    asset["eo:bands"] = eo_bands
+    doc["stac_extensions"] = sorted(set(doc["stac_extensions"]) | {EO_SCHEMA})
+    return json.loads(json.dumps(doc, allow_nan=False))
+
+
+def _nth(values: Any, i: int) -> dict[str, Any]:
+    """Entry ``i`` of a source asset's band list when it is a mapping, else {} (an Item may omit or mangle it)."""
+    return dict(values[i]) if isinstance(values, list) and i < len(values) and isinstance(values[i], Mapping) else {}
 
 
 def _asset(clip: ClippedAsset, one: pystac.Item, source: Mapping[str, Any]) -> dict[str, Any]:
