@@ -56,6 +56,7 @@ def test_every_sample_is_covered() -> None:
     expected = {
         "s3-put.json", "s3-put-encoded-key.json", "sqs-s3.json", "sqs-sns-s3.json",
         "eventbridge-object-created.json", "direct.json", "s3-test-event.json", "sqs-backfill.json",
+        "sqs-mosaic.json",
     }
     assert expected <= {p.name for p in EVENTS.glob("*.json")}
 
@@ -121,11 +122,22 @@ def test_sqs_backfill_carries_region() -> None:
     assert ref == SceneRef(bucket=BUCKET, key=KEY, origin="direct", region="rmnp")
 
 
+def test_sqs_mosaic_sample_is_a_mosaic_job_in_priority_order() -> None:
+    from sceneclip.aws.mosaic_events import MosaicRef
+
+    (ref,) = refs_of(load("sqs-mosaic.json"))
+    assert isinstance(ref, MosaicRef) and ref.region == "span" and ref.group == "20140102"
+    assert [s.key.rsplit("/", 1)[-1] for s in ref.sources] == ["LC08_L1TP_224078_20140102_B2.tif",
+                                                                 "LC08_L1TP_224077_20140102_B2.tif"]
+    assert all(s.bucket == BUCKET and s.etag and s.version_id is None for s in ref.sources)
+    assert ref.uri == "mosaic://20140102"
+
+
 def test_sqs_md5_of_body_matches() -> None:
     """The samples are realistic enough that SQS's own checksum holds (keeps hand edits honest)."""
     import hashlib
 
-    for name in ("sqs-s3.json", "sqs-sns-s3.json", "sqs-backfill.json"):
+    for name in ("sqs-s3.json", "sqs-sns-s3.json", "sqs-backfill.json", "sqs-mosaic.json"):
         for record in load(name)["Records"]:
             assert hashlib.md5(record["body"].encode()).hexdigest() == record["md5OfBody"], name
 

@@ -137,6 +137,24 @@ def test_sqs_mosaic_message_equals_the_local_mosaic_lists_every_source_and_clips
     assert len(_versions(stack)) == 1 and _record(stack)["created_at"] == rec["created_at"]
 
 
+def test_the_events_sample_retargeted_at_this_stack_makes_the_mosaic(stack):
+    """events/sqs-mosaic.json as sam local would send it: only bucket names and ETags changed to this test's."""
+    from pathlib import Path
+
+    event = json.loads((Path(__file__).resolve().parents[1] / "events" / "sqs-mosaic.json").read_text())
+    body = json.loads(event["Records"][0]["body"])
+    for source, name in zip(body["sources"], (ROW_078, ROW_077), strict=True):
+        source["bucket"] = stack["bucket"]
+        stack["s3"].upload_file(real(name), stack["bucket"], source["key"])
+        source["etag"] = stack["s3"].head_object(Bucket=stack["bucket"], Key=source["key"])["ETag"].strip('"')
+    event["Records"][0]["body"] = json.dumps(body)
+    assert _invoke(event) == {"batchItemFailures": []}
+    rec = _record(stack, scene=f"mosaic://{body['group']}", region=body["region"])
+    assert rec["status"] == "ok", rec.get("error")
+    assert [s["key"] for s in rec["sources"]] == [s["key"] for s in body["sources"]]
+    assert len(_versions(stack, f"clipped/{body['region']}/{body['group']}.tif")) == 1
+
+
 def test_a_changed_etag_clips_again_and_a_stale_message_is_superseded(stack, tmp_path):
     first = {"sources": _sources(stack), "region": REGION, "group": GROUP}
     _invoke(_sqs(first))
