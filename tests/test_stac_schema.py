@@ -13,7 +13,7 @@ from shapely.geometry import box
 from sceneclip.core.clip import run_clip
 from sceneclip.core.geometry import Boundary
 from sceneclip.core.stac import make_item
-from sceneclip.core.stac_output import EO_SCHEMA, ClippedAsset, region_item
+from sceneclip.core.stac_output import EO_SCHEMA, LANDSAT_SCHEMA, ClippedAsset, region_item
 
 from .stac_schema import SCHEMA_DIR, assert_valid_item, schema_errors
 
@@ -22,6 +22,9 @@ S2_ITEM = Path(__file__).resolve().parent / "data" / "stac" / "stac_item_s2l2a_S
 PROJ = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
 RASTER = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
 FILE = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
+EXT = "https://stac-extensions.github.io/{}/schema.json"
+# The extensions the Earth Search Sentinel-2 Item declares for the properties an output Item carries over.
+S2_CARRIED = (EXT.format("view/v1.0.0"), EXT.format("mgrs/v1.0.0"), EXT.format("grid/v1.0.0"))
 
 
 @pytest.fixture
@@ -50,8 +53,9 @@ def region_doc(record) -> dict:
 
 def test_every_schema_written_items_declare_is_vendored(clip_item, region_doc):
     assert set(clip_item["stac_extensions"]) == {PROJ, RASTER, FILE}
-    assert set(region_doc["stac_extensions"]) == {PROJ, RASTER, FILE, EO_SCHEMA}
-    for url in ("https://schemas.stacspec.org/v1.1.0/item-spec/json-schema/item.json", PROJ, RASTER, FILE, EO_SCHEMA):
+    assert set(region_doc["stac_extensions"]) == {PROJ, RASTER, FILE, EO_SCHEMA, *S2_CARRIED}
+    for url in ("https://schemas.stacspec.org/v1.1.0/item-spec/json-schema/item.json", PROJ, RASTER, FILE, EO_SCHEMA,
+                *S2_CARRIED):
         assert (SCHEMA_DIR / url.removeprefix("https://")).is_file(), url
 
 
@@ -92,6 +96,33 @@ def test_a_broken_clip_item_fails(clip_item, where, value, schema):
         assert_valid_item(_broken(clip_item, where, value))
 
 
+@pytest.mark.parametrize("name,carried", [
+    ("stac_item_s2l2a_S2A_13TDE_20231008_earthsearch_v1.json", S2_CARRIED),
+    ("stac_item_landsat_c2l2_LC08_L2SP_033032_20231008_earthsearch_v1.json",
+     (EXT.format("view/v1.0.0"), EXT.format("grid/v1.1.0"), LANDSAT_SCHEMA)),
+    # USGS declares its own landsat-extension v1.1.1: the output declares its community successor v2.0.0.
+    ("stac_item_landsat_c2l2sr_LC08_L2SP_028030_20200114_usgs.json", (EXT.format("view/v1.0.0"), LANDSAT_SCHEMA)),
+])
+def test_region_items_of_real_archive_items_declare_the_carried_extensions_and_validate(record, name, carried):
+    source = json.loads((S2_ITEM.parent / name).read_text())
+    doc = region_item(source, [ClippedAsset("red", record, "../red.tif")], region="north", item_id="x",
+                      source_href="https://example.test/item.json")
+    assert set(doc["stac_extensions"]) == {PROJ, RASTER, FILE, EO_SCHEMA, *carried}
+    prefixes = {k.split(":")[0] for k in doc["properties"] if ":" in k}
+    assert {"view", "landsat" if "landsat" in name else "mgrs"} <= prefixes
+    assert_valid_item(doc)
+    # the carried fields are really checked by the declared schemas: a wrong one now fails
+    errors = schema_errors(_broken(doc, "properties.view:sun_elevation", 120))
+    assert any(e.startswith(EXT.format("view/v1.0.0")) and "view:sun_elevation" in e for e in errors), errors
+    if "landsat" in name:  # landsat v2.0.0's field types are not wired into its schema upstream; its required list is
+        bad = copy.deepcopy(doc)
+        del bad["properties"]["landsat:wrs_row"]
+        assert any(e.startswith(LANDSAT_SCHEMA) and "landsat:wrs_row" in e for e in schema_errors(bad))
+    else:
+        errors = schema_errors(_broken(doc, "properties.mgrs:utm_zone", "13"))
+        assert any(e.startswith(EXT.format("mgrs/v1.0.0")) and "mgrs:utm_zone" in e for e in errors), errors
+
+
 def test_a_broken_region_item_fails(region_doc):
     errors = schema_errors(_broken(region_doc, "properties.eo:cloud_cover", 140))
     assert any(e.startswith(EO_SCHEMA) and "eo:cloud_cover" in e for e in errors), errors
@@ -99,8 +130,8 @@ def test_a_broken_region_item_fails(region_doc):
 
 def test_unknown_extension_and_unvendored_ref_fail(clip_item):
     bad = copy.deepcopy(clip_item)
-    bad["stac_extensions"].append("https://stac-extensions.github.io/view/v1.0.0/schema.json")
-    assert any("view/v1.0.0" in e and "not vendored" in e for e in schema_errors(bad))
+    bad["stac_extensions"].append("https://stac-extensions.github.io/sat/v1.0.0/schema.json")
+    assert any("sat/v1.0.0" in e and "not vendored" in e for e in schema_errors(bad))
     # proj:projjson refers to PROJ's schema, which is not vendored: resolving it must fail, not download
     bad = _broken(clip_item, "properties.proj:projjson", {"type": "GeographicCRS"})
     assert any(e.startswith(PROJ) and "cannot resolve" in e for e in schema_errors(bad)), schema_errors(bad)

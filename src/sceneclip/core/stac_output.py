@@ -8,7 +8,8 @@ Where :func:`sceneclip.core.stac.make_item` describes one COG, :func:`region_ite
   ``scale: 0.0001, offset: -0.1``: the pixel values are the source's, so their meaning is too), and
   ``file:checksum``/``file:size`` of the COG;
 * the source Item's acquisition properties carried over (datetime, platform, constellation, instruments,
-  ``eo:cloud_cover``, ``s2:*``, ``landsat:*``, ``sentinel:*``, ``view:*``…), which is what a user filters on;
+  ``eo:cloud_cover``, ``s2:*``, ``landsat:*``, ``sentinel:*``, ``view:*``…), which is what a user filters on,
+  with the source's extension schemas those properties belong to (view, mgrs, grid, landsat…);
 * geometry = the union of the clips' extents (EPSG:4326);
 * ``derived_from`` links to the source Item and to its collection.
 
@@ -18,9 +19,11 @@ Pure: no network. The pipeline uploads the dict.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import pystac
 import shapely
@@ -36,6 +39,16 @@ CARRIED = ("datetime", "start_datetime", "end_datetime", "platform", "constellat
            "gsd", "eo:cloud_cover", "eo:snow_cover")
 CARRIED_PREFIXES = ("s2:", "landsat:", "sentinel:", "view:", "mgrs:", "grid:")
 EO_SCHEMA = "https://stac-extensions.github.io/eo/v1.1.0/schema.json"
+LANDSAT_SCHEMA = "https://stac-extensions.github.io/landsat/v2.0.0/schema.json"
+# USGS's own Landsat extension, which the community one above was created from (its changelog says so). USGS
+# Items still declare it; an output Item declares the successor instead when the carried fields meet it, so
+# every schema an output declares is one a validator can fetch from the extensions' registry.
+_SUCCESSORS = {
+    "https://landsat.usgs.gov/stac/landsat-extension/v1.1.1/schema.json": (LANDSAT_SCHEMA, (
+        "landsat:scene_id", "landsat:collection_category", "landsat:collection_number", "landsat:wrs_type",
+        "landsat:wrs_path", "landsat:wrs_row", "landsat:cloud_cover_land", "landsat:correction")),
+}
+_VERSION_RE = re.compile(r"^v\d+(\.\d+)*$")
 _BAND_FIELDS = ("scale", "offset", "nodata")
 
 
@@ -52,6 +65,32 @@ def carried_properties(source: Mapping[str, Any]) -> dict[str, Any]:
     """The source Item's properties that describe the acquisition (see :data:`CARRIED`, :data:`CARRIED_PREFIXES`)."""
     props = source.get("properties") if isinstance(source.get("properties"), Mapping) else {}
     return {k: v for k, v in props.items() if k in CARRIED or k.startswith(CARRIED_PREFIXES)}
+
+
+def extension_prefix(url: str) -> str | None:
+    """The field prefix an extension schema URL stands for: the path segment before its version
+    (``…/view/v1.0.0/schema.json`` → ``view``; USGS's ``…/landsat-extension/v1.1.1/…`` → ``landsat``)."""
+    parts = [p for p in urlsplit(url).path.split("/") if p]
+    for before, part in zip(parts, parts[1:]):
+        if _VERSION_RE.match(part):
+            return before.removesuffix("-extension")
+    return None
+
+
+def carried_extensions(source: Mapping[str, Any], props: Mapping[str, Any]) -> set[str]:
+    """The source Item's ``stac_extensions`` that the carried ``props`` use (``view:``, ``mgrs:``, ``grid:``,
+    ``landsat:`` …): declared as the source declared them, so a validator checks the carried fields against the
+    same schema version the archive vouched for (a superseded schema by its successor, see ``_SUCCESSORS``)."""
+    # eo: declared by the writer itself, at the version it writes (EO_SCHEMA), whatever the source's was
+    used = {k.split(":", 1)[0] for k in props if ":" in k} - {"eo", "sceneclip"}
+    declared = source.get("stac_extensions")
+    out: set[str] = set()
+    for url in declared if isinstance(declared, list) else []:
+        if not isinstance(url, str) or extension_prefix(url) not in used:
+            continue
+        successor, required = _SUCCESSORS.get(url, (None, ()))
+        out.add(successor if successor and all(k in props for k in required) else url)
+    return out
 
 
 def region_item(source: Mapping[str, Any], clips: Sequence[ClippedAsset], *, region: str, item_id: str,
@@ -77,7 +116,7 @@ def region_item(source: Mapping[str, Any], clips: Sequence[ClippedAsset], *, reg
         "bbox": [round(float(v), 7) for v in shapely.bounds(shape(geometry))], "properties": props,
         "assets": {c.key: _asset(c, one, source) for c, one in zip(clips, per_asset)},
     }
-    exts = {e for one in per_asset for e in one.stac_extensions}
+    exts = {e for one in per_asset for e in one.stac_extensions} | carried_extensions(source, props)
     if any(k.startswith("eo:") for k in props) or any("eo:bands" in a for a in doc["assets"].values()):
         exts.add(EO_SCHEMA)
     doc["stac_extensions"] = sorted(exts)
