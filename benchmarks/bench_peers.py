@@ -116,20 +116,29 @@ def commands(src: Path, boundary: Path, workdir: Path, one_core: bool) -> dict[s
     return {name: Runs(name, cmds[name]) for name in names}
 
 
+# Runs one contender and reports its own figures. Linux carries ``ru_maxrss`` across execve, and Python spawns
+# with vfork, so a child of this (large, rasterio-loaded) process would report this process's peak if it were
+# bigger than its own; through this small launcher the inherited floor is the launcher's ~10 MB.
+LAUNCHER = """
+import json, os, subprocess, sys, time
+t0 = time.perf_counter()
+proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+err = proc.stderr.read().decode(errors="replace")
+_, status, usage = os.wait4(proc.pid, 0)
+wall = time.perf_counter() - t0
+print(json.dumps({"wall": wall, "rss_kib": usage.ru_maxrss, "cpu": usage.ru_utime + usage.ru_stime,
+                  "code": os.waitstatus_to_exitcode(status), "stderr": err[-600:]}))
+"""
+
+
 def run_once(cmd: list[str]) -> tuple[float, float, float, str]:
-    """Start ``cmd``, wait with ``os.wait4``: (wall s, the child's peak RSS MB, its CPU s, its stderr tail on failure)."""
+    """Run ``cmd`` through :data:`LAUNCHER`: (wall s, the child's peak RSS MB, its CPU s, its stderr tail on failure)."""
     import subprocess
 
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)  # so Popen does not wait for it again
-    cpu = usage.ru_utime + usage.ru_stime
-    if proc.returncode != 0:
-        return wall, usage.ru_maxrss / 1024, cpu, f"exit {proc.returncode}: {stderr.strip()[-600:]}"
-    return wall, usage.ru_maxrss / 1024, cpu, ""
+    out = subprocess.run([sys.executable, "-c", LAUNCHER, *cmd], capture_output=True, text=True, check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    err = f"exit {got['code']}: {got['stderr'].strip()}" if got["code"] != 0 else ""
+    return got["wall"], got["rss_kib"] / 1024, got["cpu"], err
 
 
 def measure(runs: dict[str, Runs], repeat: int) -> None:
