@@ -77,6 +77,17 @@ INTERMEDIATE_OPTIONS: dict[str, Any] = {
 }
 
 
+def staging_env(opts: dict[str, Any]) -> dict[str, Any]:
+    """Config options for the COG driver's temporary overview file, given the COG's creation ``opts``.
+
+    The driver stages the overviews (imagery and mask) in a ZSTD GeoTIFF at ZSTD's default level 9, then
+    decodes them for the final copy (``cogdriver.cpp``). Level 1 is as lossless and much cheaper to encode:
+    the COG step of the 251 MiB peer clip took 4.6 s instead of 5.5 s (A/B, 3 rounds), output byte-identical.
+    ``ZSTD_LEVEL_OVERVIEW`` would also set a ZSTD COG's own overview level, so it is left alone for those.
+    """
+    return {} if str(opts.get("COMPRESS", "")).upper() == "ZSTD" else {"ZSTD_LEVEL_OVERVIEW": "1"}
+
+
 def write_cog(intermediate: str, dst_path: str, plan: Any, options: Any, *, tmpdir: str | None = None) -> None:
     """GDAL's COG driver (create-copy only) from the intermediate: tiles, overviews, IFD layout.
 
@@ -85,7 +96,7 @@ def write_cog(intermediate: str, dst_path: str, plan: Any, options: Any, *, tmpd
     overviews on every core as well (the bytes written are the same: checked level by level).
     """
     opts = cog_options(options.profile, dtype=plan.dtype, resampling=plan.overview_resampling)
-    env: dict[str, Any] = {"GDAL_NUM_THREADS": "ALL_CPUS"}
+    env: dict[str, Any] = {"GDAL_NUM_THREADS": "ALL_CPUS", **staging_env(opts)}
     if tmpdir:
         env["CPL_TMPDIR"] = tmpdir
     # A session of our own would build a boto3 Session (30 ms) whenever AWS keys are in the environment, as

@@ -40,9 +40,9 @@ class ClipOutput:
             return len(self.memfile.getbuffer())
         return os.path.getsize(str(self.path))
 
-    def open(self) -> Any:
-        """Open the COG for reading with rasterio."""
-        return rasterio.open(self.name)
+    def open(self, **open_options: Any) -> Any:
+        """Open the COG for reading with rasterio (``open_options`` are GDAL's, e.g. ``num_threads``)."""
+        return rasterio.open(self.name, **open_options)
 
     def fileobj(self) -> Any:
         """A readable binary file object positioned at 0 (boto3's upload_fileobj takes it)."""

@@ -55,32 +55,35 @@ def _same(a: float, b: float) -> bool:
     return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
 
 
-def _samples_by_block(ds: Any, stats: ExecutionStats) -> dict[tuple[int, int], list[PixelSample]]:
-    """The samples grouped by the output block they fall in, blocks in file order."""
-    bh, bw = ds.block_shapes[0]
-    groups: dict[tuple[int, int], list[PixelSample]] = {}
+def _samples_by_block_row(ds: Any, stats: ExecutionStats) -> dict[int, list[PixelSample]]:
+    """The samples grouped by the row of output blocks they fall in, rows in file order."""
+    bh = ds.block_shapes[0][0]
+    groups: dict[int, list[PixelSample]] = {}
     for s in stats.samples:
-        groups.setdefault((s.row // bh, s.col // bw), []).append(s)
+        groups.setdefault(s.row // bh, []).append(s)
     return dict(sorted(groups.items()))
 
 
 def _check_samples(ds: Any, stats: ExecutionStats) -> tuple[int, list[str]]:
     """Sampled pixels: kept ones equal the source on every band, the others are masked in band 1.
 
-    Each output block holding samples is read (decompressed) once: reading the samples one pixel at a time
-    decoded a whole 512×512 tile per sample as soon as the tiles outgrew GDAL's block cache (5 s for the
-    1,024 samples of a 250 MiB clip; a block at a time, the decode work is bounded by the file's size).
+    Each row of output blocks holding samples is read once, from its first to its last block with a sample:
+    reading the samples one pixel at a time decoded a whole 512×512 tile per sample as soon as the tiles
+    outgrew GDAL's block cache (5 s for the 1,024 samples of a 250 MiB clip), so the decode work is bounded
+    by the file's size; and a read spanning several blocks lets GDAL decode them on every core (the
+    dataset is opened with ``NUM_THREADS``), where one block at a time decoded on one.
     """
     problems: list[str] = []
     bh, bw = ds.block_shapes[0]
-    for (brow, bcol), samples in _samples_by_block(ds, stats).items():
-        win = Window(bcol * bw, brow * bh, min(bw, ds.width - bcol * bw), min(bh, ds.height - brow * bh))
-        block = ds.read(window=win, masked=True)
-        block_mask = np.ma.getmaskarray(block)
+    for brow, samples in _samples_by_block_row(ds, stats).items():
+        r0, c0 = brow * bh, min(s.col for s in samples) // bw * bw
+        c1 = min(ds.width, (max(s.col for s in samples) // bw + 1) * bw)
+        strip = ds.read(window=Window(c0, r0, c1 - c0, min(bh, ds.height - r0)), masked=True)
+        strip_mask = np.ma.getmaskarray(strip)
         for s in samples:
-            r, c = s.row - brow * bh, s.col - bcol * bw
-            raw = block.data[:, r, c].tolist()
-            masked = bool(block_mask[0, r, c])
+            r, c = s.row - r0, s.col - c0
+            raw = strip.data[:, r, c].tolist()
+            masked = bool(strip_mask[0, r, c])
             if s.keep:
                 if masked or not all(_same(float(a), float(b)) for a, b in zip(raw, s.values, strict=True)):
                     problems.append(f"pixel (row {s.row}, col {s.col}) is {raw}, source is {list(s.values)}")
@@ -194,7 +197,7 @@ def verify_output(
     # buffers, so on two cores it costs no wall time.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sceneclip-sha256") as pool:
         digest = pool.submit(sha256_of, output)
-        with output.open() as ds:
+        with output.open(num_threads="ALL_CPUS") as ds:
             _check_grid(ds, plan, lattice, check)
             out_valid = _check_content(ds, plan, stats, check)
             transform, bounds, nodata = list(ds.transform)[:6], list(ds.bounds), ds.nodata
