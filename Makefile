@@ -9,7 +9,7 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv tools browser gdal checkov demo test test-py311 bench bench-peers bench-worker bench-memory bench-coldstart layer load clean
+.PHONY: help venv tools browser gdal checkov demo test test-py311 bench bench-peers bench-worker bench-memory bench-warp-memory bench-coldstart layer load clean
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -106,6 +106,9 @@ layer: $(STAMP)  ## build layers/geo for Python 3.12 (x86_64 and arm64) and chec
 
 bench-memory: $(STAMP)  ## peak RSS of a 16384²×3 uint16 clip vs the rasterio.mask recipe (--quick: 4096²)
 	$(VPY) benchmarks/bench_memory.py $(BENCH_ARGS)
+
+bench-warp-memory: $(STAMP)  ## peak RSS and wall of target-grid clips and a mosaic vs the source-grid clip (8192²)
+	$(VPY) benchmarks/bench_warp_memory.py $(BENCH_ARGS)
 
 bench-coldstart: $(STAMP)  ## handler import + init time as a ratio to `import rasterio`
 	$(VPY) benchmarks/bench_coldstart.py
