@@ -34,6 +34,7 @@ from sceneclip.aws.backfill import (
     list_objects,
     parse_s3_uri,
 )
+from sceneclip.aws.config import named_group_pattern
 from sceneclip.aws.mosaic_events import MAX_SOURCES, MosaicRef, MosaicSource, mosaic_scene, sources_digest, valid_group
 from sceneclip.aws.records_table import NO_REGION
 from sceneclip.errors import ConfigError, SceneclipError
@@ -43,13 +44,7 @@ log = logging.getLogger("sceneclip.aws.backfill_mosaic")
 
 def group_pattern(text: str) -> re.Pattern[str]:
     """``--group-by``: a regex with a named group ``group``; a ConfigError saying what is wrong otherwise."""
-    try:
-        pattern = re.compile(text)
-    except re.error as exc:
-        raise ConfigError(f"--group-by {text!r} is not a valid regex: {exc}") from exc
-    if "group" not in pattern.groupindex:
-        raise ConfigError(f"--group-by {text!r} needs a named group (?P<group>...), e.g. '_(?P<group>[0-9]{{8}})_'")
-    return pattern
+    return named_group_pattern(text, "group", "--group-by ", "'_(?P<group>[0-9]{8})_'")
 
 
 class RegionFinder:

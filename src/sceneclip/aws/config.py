@@ -241,15 +241,19 @@ class Settings:
 
 def _region_pattern(env: Mapping[str, str]) -> re.Pattern[str] | None:
     """SCENECLIP_REGION_PATTERN: a regex with a named group ``region``, or None (spatial lookup)."""
-    pattern = None
     raw_pattern = (env.get("SCENECLIP_REGION_PATTERN") or "").strip()
-    if raw_pattern:
-        try:
-            pattern = re.compile(raw_pattern)
-        except re.error as exc:
-            raise ConfigError(f"SCENECLIP_REGION_PATTERN={raw_pattern!r} is not a valid regex: {exc}") from exc
-        if "region" not in pattern.groupindex:
-            raise ConfigError(f"SCENECLIP_REGION_PATTERN={raw_pattern!r} needs a named group (?P<region>...)")
+    return named_group_pattern(raw_pattern, "region", "SCENECLIP_REGION_PATTERN=") if raw_pattern else None
+
+
+def named_group_pattern(text: str, group: str, what: str, example: str = "") -> re.Pattern[str]:
+    """``text`` compiled as a regex that has the named group ``group``; a ConfigError naming ``what`` (the
+    setting, e.g. ``SCENECLIP_REGION_PATTERN=`` or ``--group-by ``) otherwise."""
+    try:
+        pattern = re.compile(text)
+    except re.error as exc:
+        raise ConfigError(f"{what}{text!r} is not a valid regex: {exc}") from exc
+    if group not in pattern.groupindex:
+        raise ConfigError(f"{what}{text!r} needs a named group (?P<{group}>...)" + (f", e.g. {example}" if example else ""))
     return pattern
 
 
