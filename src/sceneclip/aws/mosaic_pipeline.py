@@ -41,6 +41,7 @@ from sceneclip.aws.records_table import NO_REGION
 from sceneclip.aws.s3 import SceneObject, gdal_source, refuse_unsafe_key
 from sceneclip.aws.sources import head_source
 from sceneclip.core import netstats
+from sceneclip.core.gdalenv import non_cached_option
 from sceneclip.core.naming import slug
 from sceneclip.core.records import BoundaryRef, VerificationRecord, failed_record
 from sceneclip.errors import SceneclipError, classify
@@ -194,9 +195,7 @@ class MosaicPipeline:
         opened = [gdal_source(a.s3, o, expires_s=self.settings.presign_expires_s, payer=a.payer)
                   for a, o in zip(accesses, objs, strict=True)]
         paths = [path for path, _ in opened]
-        buckets = dict.fromkeys(o.bucket for o in objs)
-        uncached = {"CPL_VSIL_CURL_NON_CACHED": ":".join(f"/vsis3/{b}" for b in buckets)}
-        with accesses[0].rasterio_env(uncached, deadline):
+        with accesses[0].rasterio_env(non_cached_option(*dict.fromkeys(o.bucket for o in objs)), deadline):
             netstats.clear_curl_cache()
             netstats.reset()
             result = clip_to_cog(paths, boundary, self.settings.clip_options(), names=[o.uri for o in objs],

@@ -283,8 +283,9 @@ def workstation_reads(uris: list[str] | tuple[str, ...], *, requester_pays: bool
                           + "): clip them separately, or copy them into one region")
     access = SourceAccess(buckets[0], next(iter(known), None), requester_pays, s3)
     # GDAL's per-path cache outlives an Env: a read made before (paid or not) must not answer this one.
-    uncached = {"CPL_VSIL_CURL_NON_CACHED": ":".join(f"/vsis3/{b}" for b in buckets)}
-    return {**access.gdal_options(), **uncached}, access.gdal_session()
+    from sceneclip.core.gdalenv import non_cached_option
+
+    return {**access.gdal_options(), **non_cached_option(*buckets)}, access.gdal_session()
 
 
 def requester_pays_hint(uris: list[str] | tuple[str, ...], error: str) -> str:

@@ -78,7 +78,7 @@ def read_stack(pipeline: Any, job: ClipJob, boundary: Any) -> tuple[Any, Any]:
 
     settings = pipeline.settings
     buckets = sorted({m.bucket for m in job.members})
-    non_cached = {"CPL_VSIL_CURL_NON_CACHED": ":".join(non_cached_option(b)["CPL_VSIL_CURL_NON_CACHED"] for b in buckets)}
+    non_cached = non_cached_option(*buckets)
     inputs = []
     for m in job.members:
         access = pipeline.access(m.bucket)

@@ -87,10 +87,11 @@ def gdal_s3_options(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     return opts
 
 
-def non_cached_option(bucket: str) -> dict[str, str]:
+def non_cached_option(*buckets: str) -> dict[str, str]:
     """GDAL caches /vsis3/ content per path for the life of the process: after a key is overwritten a warm
-    container would read stale bytes. Reads of a scene bucket therefore bypass that cache."""
-    return {"CPL_VSIL_CURL_NON_CACHED": f"/vsis3/{bucket}"}
+    container would read stale bytes. Reads of scene buckets therefore bypass that cache (GDAL takes a
+    ``:``-separated list of path prefixes, so one option covers every bucket a clip reads)."""
+    return {"CPL_VSIL_CURL_NON_CACHED": ":".join(f"/vsis3/{b}" for b in buckets)}
 
 
 def pinned_read_option(etag: str) -> dict[str, str]:
