@@ -7,7 +7,6 @@ failed :class:`~sceneclip.core.records.VerificationRecord`, which is what the CL
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, ExitStack, nullcontext
@@ -30,7 +29,16 @@ from sceneclip.core.rioenv import reuse_environ_sessions
 from sceneclip.core.source import open_source
 from sceneclip.core.verify import verify_output
 from sceneclip.core.mosaic import mosaic_reader, plan_mosaic
-from sceneclip.core.stack import StackInput, StackMeta, StackSource, band_labels, finest, plan_stack, stack_reader
+from sceneclip.core.stack import (
+    StackInput,
+    StackMeta,
+    StackSource,
+    band_labels,
+    entered,
+    finest,
+    plan_stack,
+    stack_reader,
+)
 from sceneclip.core.warp import execute_warp, fill_grid
 from sceneclip.core.warp_plan import WarpPlan, choose_grid, plan_warp
 from sceneclip.errors import InvalidOptionsError, NoOverlapError, VerificationError, classify, redact
@@ -180,7 +188,7 @@ def clip_stack_to_cog(inputs: Sequence[StackInput], boundary: Boundary, options:
     with rasterio.Env(**_read_env(options)), ExitStack() as stack:
         sources = []
         for i in inputs:
-            with i.context() if i.context is not None else contextlib.nullcontext():
+            with entered(i):
                 src = stack.enter_context(open_source(i.path, i.name, drivers=options.allowed_drivers,
                                                       limits=options.limits))
             refuse_unsupported(src, i.name)

@@ -195,7 +195,8 @@ def plan_stack(sources: Sequence[StackSource], boundary: Boundary, options: Clip
     return stack, parts
 
 
-def _entered(source: StackSource) -> AbstractContextManager[Any]:
+def entered(source: StackInput | StackSource) -> AbstractContextManager[Any]:
+    """The context a source's open or read runs in (its ``context``, else nothing)."""
     return source.context() if source.context is not None else contextlib.nullcontext()
 
 
@@ -214,7 +215,7 @@ def stack_reader(parts: Sequence[StackPart], plan: WarpPlan) -> ChunkReader:
             if not windows_overlap(chunk, part.window):
                 continue
             try:
-                with _entered(part.source):
+                with entered(part.source):
                     values, valid = warp_chunk(part.source.src, part.plan, chunk, nodatavals, cache)
             except RasterioError as exc:
                 raise read_error(exc, part.source.info.name) from exc
