@@ -101,6 +101,8 @@ def env_file() -> Path:
     path.write_text(json.dumps({"ClipFunction": {
         "SCENECLIP_OUTPUT_BUCKET": NAMES["OutputBucket"], "SCENECLIP_OUTPUT_PREFIX": "clipped/",
         "SCENECLIP_BOUNDARIES": STORE, "SCENECLIP_REGION_PATTERN": "",
+        # The template names the stack's own input bucket; the demo's scenes are in the demo's.
+        "SCENECLIP_INPUT_BUCKETS": NAMES["InputBucket"],
         "SCENECLIP_RECORDS_TABLE": NAMES["RecordsTable"], "SCENECLIP_IDEMPOTENCY_TABLE": NAMES["IdempotencyTable"],
         "SCENECLIP_ALL_TOUCHED": "false", "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_NAMESPACE": "sceneclip",
         "POWERTOOLS_LOG_LEVEL": "INFO",
