@@ -4,6 +4,10 @@ Every measurement runs in a FRESH interpreter (a cold start is a new process). C
 
 * python        — the interpreter alone (``-c pass``): start-up cost common to every case;
 * rasterio      — ``import rasterio``: the reference, the one import a rasterio function cannot avoid;
+* libraries     — the third-party part of handler+init and nothing else (:data:`LIBRARIES_ONLY`: rasterio,
+                  shapely, boto3 with its S3 and DynamoDB clients, Powertools' Logger/Metrics/Tracer, the SQS
+                  batch processor and the idempotency layer): the floor no handler built on these libraries
+                  goes under; handler+init − libraries is sceneclip's own share;
 * handler       — ``import sceneclip.aws.handler``: what Lambda runs in its INIT phase;
 * handler+init  — the import + ``sceneclip.aws.handler.get_app()``: settings, boto3 clients, the idempotency
                   wrapper, the pipeline modules (everything the first invocation builds and warm ones reuse).
@@ -27,10 +31,12 @@ Layouts:
 * layer        — what Lambda assembles: the geo layer zip unpacked (its 3.12 bytecode), the Powertools layer
                  and the runtime's boto3 (stand-ins kept by ``layers/build_layer.py`` under
                  ``layers/build/<arch>/``, given 3.12 bytecode here: current Powertools layers and the
-                 runtime ship it), and the function code as ``sam build`` ships it: sources only, which
-                 Lambda compiles in memory at every cold start (/var/task is read-only). Run in
+                 runtime ship it), and the function code as this template's ``sam build`` ships it:
+                 ``src/Makefile``'s ``build-ClipFunction`` (errors, core and aws with 3.12 bytecode). Run in
                  ``python3.12 -I -S -B`` with no site-packages, like tests/test_layer_build.py;
-* layer-pyc    — the same with 3.12 bytecode for the function code too (what shipping it would save);
+* layer-nopyc  — the same with the function code as sources only (a ``BuildMethod: python3.12`` build, or a
+                 build machine without python3.12): Lambda compiles them in memory at every cold start
+                 (/var/task is read-only), which is what the makefile build's bytecode saves;
 * layer-src    — no bytecode outside the geo layer (Powertools, boto3, function): older Powertools layers
                  deleted theirs. The worst case.
 
@@ -65,8 +71,21 @@ from common import REPO, RESULTS, markdown_table, median, moto_s3  # noqa: E402
 SRC = REPO / "src"
 LAYER_BUILD = REPO / "layers" / "build"
 TARGET = 1.5
-CASES = ("python", "rasterio", "handler", "handler+init", "snapstart-restore")
-LAYOUTS = ("venv", "layer", "layer-pyc", "layer-src")
+CASES = ("python", "rasterio", "libraries", "handler", "handler+init", "snapstart-restore")
+# The third-party part of ``import sceneclip.aws.handler; get_app()``, built as the handler builds it.
+LIBRARIES_ONLY = "; ".join([
+    "import rasterio, rasterio.features, rasterio.windows, numpy, shapely.geometry, shapely.wkb, boto3",
+    "from aws_lambda_powertools import Logger, Metrics, Tracer",
+    "from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response",
+    "from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord",
+    "from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig, "
+    "idempotent_function",
+    "Logger(service='sceneclip'); Tracer(patch_modules=('botocore',)); Metrics(namespace='sceneclip')",
+    "BatchProcessor(event_type=EventType.SQS)",
+    "boto3.client('s3'); ddb = boto3.client('dynamodb')",
+    "DynamoDBPersistenceLayer(table_name='t', boto3_client=ddb)",
+])
+LAYOUTS = ("venv", "layer", "layer-nopyc", "layer-src")
 # Tooling that the runtime path must never import.
 FORBIDDEN = ("geopandas", "pandas", "pyogrio", "pyproj", "moto")
 SEP = "\x1f"
@@ -91,6 +110,9 @@ if _guard:  # verification run only: record every connection attempt
 _t1 = _t2 = None
 if _case == "rasterio":
     import rasterio
+    _t1 = time.perf_counter()
+elif _case == "libraries":
+    exec(sys.argv[7])
     _t1 = time.perf_counter()
 elif _case == "snapstart-restore":
     import os
@@ -136,11 +158,23 @@ def _load_build_layer():
 
 
 def _copy_function(dest: Path, handler: Path | None) -> Path:
-    """src/sceneclip as ``sam build`` ships it (sources only), optionally with a variant of handler.py."""
+    """src/sceneclip as sources only, optionally with a variant of aws/handler.py."""
     shutil.copytree(SRC / "sceneclip", dest / "sceneclip",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
     if handler is not None:
-        shutil.copy2(handler, dest / "sceneclip" / "handler.py")
+        shutil.copy2(handler, dest / "sceneclip" / "aws" / "handler.py")
+    return dest
+
+
+def _shipped_function(dest: Path, python: str, handler: Path | None) -> Path:
+    """The function code exactly as ``sam build`` ships it (``src/Makefile``), optionally with a variant of
+    aws/handler.py (recompiled: the shipped bytecode is unchecked-hash, so a stale .pyc would be used)."""
+    subprocess.run(["make", "-s", "-C", str(SRC), "build-ClipFunction", f"ARTIFACTS_DIR={dest}", f"PY312={python}"],
+                   check=True, capture_output=True)
+    if handler is not None:
+        shutil.copy2(handler, dest / "sceneclip" / "aws" / "handler.py")
+        subprocess.run([python, "-m", "compileall", "-q", "-f", "--invalidation-mode", "unchecked-hash",
+                        str(dest / "sceneclip" / "aws" / "handler.py")], check=True, capture_output=True)
     return dest
 
 
@@ -182,18 +216,20 @@ def prepare_layouts(names: list[str], work: Path, handler: Path | None) -> dict[
         import snapshot_restore_py  # part of the Python managed runtime: the stand-in gets it too
 
         shutil.copy2(snapshot_restore_py.__file__, rt)
-        func = _copy_function(base / "task", handler)
-        if name in ("layer", "layer-pyc"):
+        if name == "layer":
+            func = _shipped_function(base / "task", python, handler)
+        else:
+            func = _copy_function(base / "task", handler)
+        if name in ("layer", "layer-nopyc"):
             _compile(python, pt, rt)
-        if name == "layer-pyc":
-            _compile(python, func)
         # Lambda's order: /var/task, /opt/python (ours listed after Powertools wins: first here), stdlib, runtime.
         layouts[name] = {
             "python": python, "front": [str(func), str(opt / "python"), str(pt)], "back": [str(rt)],
             "strip": True, "flags": ["-I", "-S", "-B"],
             "note": f"{python} -I -S -B; geo layer {zip_path.name} (3.12 bytecode); " + {
-                "layer": "Powertools + boto3 with 3.12 bytecode, function code as sam build ships it (no bytecode)",
-                "layer-pyc": "Powertools + boto3 + function code with 3.12 bytecode",
+                "layer": "Powertools + boto3 with 3.12 bytecode, function code as sam build ships it "
+                         "(src/Makefile: 3.12 bytecode)",
+                "layer-nopyc": "Powertools + boto3 with 3.12 bytecode, function code as sources only",
                 "layer-src": "Powertools, boto3 and function code WITHOUT bytecode (compiled at every start)",
             }[name],
         }
@@ -247,7 +283,7 @@ def run_child(layout: dict, case: str, env: dict[str, str], *, guard: bool = Fal
               importtime: bool = False) -> tuple[dict, float, str]:
     flags = list(layout["flags"]) + (["-X", "importtime"] if importtime else [])
     cmd = [layout["python"], *flags, "-c", CHILD, case, SEP.join(layout["front"]), SEP.join(layout["back"]),
-           "1" if layout["strip"] else "0", "1" if guard else "0", ",".join(FORBIDDEN)]
+           "1" if layout["strip"] else "0", "1" if guard else "0", ",".join(FORBIDDEN), LIBRARIES_ONLY]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=env["LAMBDA_TASK_ROOT"], timeout=300)
     wall = (time.perf_counter() - t0) * 1000
@@ -370,10 +406,14 @@ def report(layouts: dict[str, dict], samples: dict, checks: dict[str, dict]) -> 
                 continue
             rows.append([name, label, f"{med:.0f}", f"{mn:.0f}", f"{med / ref_med:.2f}×", f"{mn / ref_min:.2f}×",
                          f"{wall:.0f}", f"{wall / ref_wall:.2f}×", s["last"]["modules"]])
-        for case in ("handler", "handler+init", "snapstart-restore"):
+        for case in ("libraries", "handler", "handler+init", "snapstart-restore"):
             r = median(samples[(name, case)]["ms"]) / ref_med
             verdicts.append(f"- {name}: {case} = {r:.2f}× import rasterio — "
-                            f"{'within' if r <= TARGET else 'OVER'} the {TARGET}× target")
+                            f"{'within' if r <= TARGET else 'OVER'} the {TARGET}× target"
+                            + (" (no handler on these libraries can be faster)" if case == "libraries" else ""))
+        own = median(samples[(name, "handler+init")]["ms"]) - median(samples[(name, "libraries")]["ms"])
+        verdicts.append(f"- {name}: sceneclip's own share (handler+init − libraries) = {own:.0f} ms = "
+                        f"{own / ref_med:.2f}× import rasterio")
     lines.append(markdown_table(headers, rows))
     lines.append("")
     lines.append(f"Target: handler import + init ≤ {TARGET}× `python -c \"import rasterio\"` (in-child medians); "

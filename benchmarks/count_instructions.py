@@ -5,6 +5,11 @@ The machine is shared and noisy; an instruction count is the same whatever else 
 ``PYTHONHASHSEED=0`` and the same Lambda-like environment as ``bench_coldstart.py``. Printed as ratios to
 ``import rasterio`` counted the same way.
 
+``libraries only`` is the floor the handler cannot go under: the third-party imports and objects that the
+handler import + ``get_app()`` build (rasterio, shapely, boto3 with its S3 and DynamoDB clients, Powertools'
+Logger/Metrics/Tracer, the SQS batch processor and the idempotency utility), and not one sceneclip line.
+What is above it is sceneclip's own; what is in it is the price of the libraries the project is built on.
+
     python benchmarks/count_instructions.py                          # this tree: handler import + get_app()
     python benchmarks/count_instructions.py --other /path/src:sceneclip.handler   # vs another checkout
 """
@@ -23,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_coldstart import child_env  # noqa: E402
+from bench_coldstart import LIBRARIES_ONLY, child_env  # noqa: E402
 from common import REPO  # noqa: E402
 
 
@@ -48,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("valgrind is not installed (Debian package valgrind)")
     src = str(REPO / "src")
     cases = {"rasterio": (src, "import rasterio"),
+             "libraries only": (src, LIBRARIES_ONLY),
              "this tree": (src, "import sceneclip.aws.handler as h; h.get_app()")}
     for spec in args.other:
         path, _, module = spec.rpartition(":")
@@ -65,9 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     print("| case | instructions | × import rasterio |\n|---|---|---|")
     for label, n in counts.items():
         print(f"| {label} | {n / 1e9:.3f} G | {n / ref:.2f}× |")
+    own = counts["this tree"] - counts["libraries only"]
+    print(f"\nsceneclip's own share (this tree − libraries only): {own / 1e9:.3f} G = {own / ref:.2f}× import rasterio")
     if args.other:
         base = counts["this tree"]
-        for label in list(counts)[2:]:
+        for label in list(counts)[3:]:
             print(f"\nthis tree / {label}: {base / counts[label]:.3f}×")
     return 0
 
