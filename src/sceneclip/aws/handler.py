@@ -23,12 +23,14 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from sceneclip.core import netstats
+from sceneclip.core.threads import quiet_blas_threads
 from sceneclip.core.gdalenv import skip_indirection_drivers
 from sceneclip.errors import OutputBusyError, SceneclipError
 from sceneclip.aws.events import InvalidEventError, Ref, is_sqs_event, parse_event, parse_sqs_body
 from sceneclip.aws import snapstart as _snapstart
 from sceneclip.aws.deadline import deadline_from_context, margin_from_env
 
+quiet_blas_threads()  # before numpy loads (in get_app): its idle BLAS threads would spin through INIT
 netstats.enable()  # GDAL reads this once, before its first network access
 skip_indirection_drivers()  # GDAL reads GDAL_SKIP once, when it registers its drivers (cold start)
 

@@ -9,9 +9,13 @@ from typing import Any
 
 import click
 
-from sceneclip import __version__
-from sceneclip.cli.options import fail, build_options, clip_options
-from sceneclip.errors import SceneclipError
+from sceneclip.core.threads import quiet_blas_threads
+
+quiet_blas_threads()  # before the imports below load numpy (see core/threads.py)
+
+from sceneclip import __version__  # noqa: E402
+from sceneclip.cli.options import fail, build_options, clip_options  # noqa: E402
+from sceneclip.errors import SceneclipError  # noqa: E402
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
