@@ -47,6 +47,11 @@ package, top 15 by inclusive time: what to make lazy.
     python benchmarks/bench_coldstart.py --layouts venv --repeat 11
     python benchmarks/bench_coldstart.py --handler /tmp/handler_variant.py   # measure a variant of handler.py
     python benchmarks/bench_coldstart.py --trace-disabled    # POWERTOOLS_TRACE_DISABLED=true
+    python benchmarks/bench_coldstart.py --cpu-quota 1.16    # every child in a cgroup with Lambda's 2048 MB CPU share
+
+``--cpu-quota CPUS`` runs each child in a CPU cgroup (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``; needs a
+writable /sys/fs/cgroup) limited to CPUS of quota over all the machine's CPUs, as Lambda gives a function
+1 vCPU per 1769 MB: threads started during INIT (numpy's BLAS pool, GDAL's) then take time from it.
 """
 
 from __future__ import annotations
@@ -279,10 +284,25 @@ def create_resources() -> None:
                      KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}])
 
 
+def cpu_quota_cgroup(cpus: float) -> Path:
+    """A new CPU cgroup whose processes get ``cpus`` CPUs of quota per 100 ms period."""
+    quota = str(int(cpus * 100_000))
+    if Path("/sys/fs/cgroup/cgroup.controllers").exists():  # v2
+        group = Path("/sys/fs/cgroup") / f"sceneclip-bench-{os.getpid()}"
+        group.mkdir()
+        (group / "cpu.max").write_text(f"{quota} 100000")
+    else:  # v1
+        group = Path("/sys/fs/cgroup/cpu") / f"sceneclip-bench-{os.getpid()}"
+        group.mkdir()
+        (group / "cpu.cfs_period_us").write_text("100000")
+        (group / "cpu.cfs_quota_us").write_text(quota)
+    return group
+
+
 def run_child(layout: dict, case: str, env: dict[str, str], *, guard: bool = False,
               importtime: bool = False) -> tuple[dict, float, str]:
     flags = list(layout["flags"]) + (["-X", "importtime"] if importtime else [])
-    cmd = [layout["python"], *flags, "-c", CHILD, case, SEP.join(layout["front"]), SEP.join(layout["back"]),
+    cmd = [*layout.get("prefix", []), layout["python"], *flags, "-c", CHILD, case, SEP.join(layout["front"]), SEP.join(layout["back"]),
            "1" if layout["strip"] else "0", "1" if guard else "0", ",".join(FORBIDDEN), LIBRARIES_ONLY]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=env["LAMBDA_TASK_ROOT"], timeout=300)
@@ -437,6 +457,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="also measure this variant of handler.py, interleaved in the same rounds: every layout "
                          "gets a '<layout>*' twin whose ratios use the same run's rasterio")
     ap.add_argument("--trace-disabled", action="store_true", help="set POWERTOOLS_TRACE_DISABLED=true")
+    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                    help="an extra variable in every child's environment, the rasterio reference's included "
+                         "(e.g. OPENBLAS_NUM_THREADS=1: the reference in the environment the handler makes itself)")
+    ap.add_argument("--cpu-quota", type=float, default=None, metavar="CPUS",
+                    help="run every child in a CPU cgroup with this quota (Lambda: MemorySize / 1769 vCPUs)")
     ap.add_argument("--importtime-layout", default="venv", help="layout for the -X importtime tables ('' = none)")
     ap.add_argument("--top", type=int, default=15, help="rows of the importtime tables")
     ap.add_argument("--results", default=str(RESULTS / "bench_coldstart.md"),
@@ -448,6 +473,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown layouts: {', '.join(sorted(unknown))}")
 
     work = Path(tempfile.mkdtemp(prefix="sceneclip-coldstart-"))
+    group: Path | None = None
     try:
         layouts = prepare_layouts(names, work, args.handler.resolve() if args.handler else None)
         if args.compare:
@@ -459,13 +485,21 @@ def main(argv: list[str] | None = None) -> int:
                     layouts[name + "*"]["note"] += f"; handler.py replaced by {args.compare}"
         if not layouts:
             raise SystemExit("nothing to measure")
+        if args.cpu_quota:
+            try:
+                group = cpu_quota_cgroup(args.cpu_quota)
+            except OSError as exc:
+                raise SystemExit(f"--cpu-quota needs a writable CPU cgroup: {exc}") from exc
+            for layout in layouts.values():  # the shell joins the cgroup, then becomes the child
+                layout["prefix"] = ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(group)]
         task_roots = {}
         for name in layouts:
             task_roots[name] = str(work / f"cwd-{name}")
             os.makedirs(task_roots[name], exist_ok=True)
         with moto_s3() as endpoint:
             create_resources()
-            env_for = lambda name: child_env(endpoint, task_roots[name], args.trace_disabled)  # noqa: E731
+            extra = dict(kv.split("=", 1) for kv in args.env)
+            env_for = lambda name: {**child_env(endpoint, task_roots[name], args.trace_disabled), **extra}  # noqa: E731
             checks = {}
             for name, layout in layouts.items():
                 out, _, _ = run_child(layout, "handler+init", env_for(name), guard=True)
@@ -480,6 +514,8 @@ def main(argv: list[str] | None = None) -> int:
                                             args.top)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if group is not None:
+            group.rmdir()
 
     head = [
         "# Cold start: handler import + init as a ratio to `import rasterio`",
@@ -487,6 +523,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{platform.python_implementation()} {platform.python_version()} (parent), {os.cpu_count()} CPUs, "
         f"{time.strftime('%Y-%m-%d %H:%M')}; {args.repeat} rounds per case, fresh process each, alternating order; "
         f"tracing {'disabled (POWERTOOLS_TRACE_DISABLED=true)' if args.trace_disabled else 'enabled as in Lambda (LAMBDA_TASK_ROOT set)'}"
+        + (f"; every child in a cgroup with {args.cpu_quota} CPUs of quota" if args.cpu_quota else "")
+        + (f"; every child's environment has {', '.join(args.env)}" if args.env else "")
         + (f"; handler.py replaced by {args.handler}" if args.handler else "")
         + (f"; layouts marked * use {args.compare}" if args.compare else "") + ".",
         "",
